@@ -89,7 +89,9 @@ def prepare(
     train_out: Annotated[
         Path, typer.Option(help="Where to write the training tensors.")
     ] = PREPARED_TRAIN,
-    test_out: Annotated[Path, typer.Option(help="Where to write the test tensors.")] = PREPARED_TEST,
+    test_out: Annotated[
+        Path, typer.Option(help="Where to write the test tensors.")
+    ] = PREPARED_TEST,
     params: ParamsOption = PARAMS,
 ) -> None:
     """Validate the CSVs and write them as tensors: uint8 images (N,1,28,28), int64 labels.
@@ -106,9 +108,7 @@ def prepare(
 @app.command()
 @_fail_cleanly
 def train(
-    train_data: Annotated[
-        Path, typer.Option(help="Prepared training tensors.")
-    ] = PREPARED_TRAIN,
+    train_data: Annotated[Path, typer.Option(help="Prepared training tensors.")] = PREPARED_TRAIN,
     model: Annotated[Path, typer.Option(help="Where to write the model file.")] = MODEL,
     params: ParamsOption = PARAMS,
 ) -> None:
@@ -131,11 +131,12 @@ def train(
 @app.command()
 @_fail_cleanly
 def predict(
-    input: Annotated[  # noqa: A002 (the option is --input, as in the README)
+    input: Annotated[
         Path,
         typer.Option(
-            "--input", help="Digits to classify: prepared .safetensors, or a CSV in the "
-            "tutorial's format with or without a label column."
+            "--input",
+            help="Digits to classify: prepared .safetensors, or a CSV in the "
+            "tutorial's format with or without a label column.",
         ),
     ] = PREPARED_TEST,
     output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = PREDICTIONS,

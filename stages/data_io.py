@@ -75,7 +75,9 @@ def read_digits_csv(path: Path, require_labels: bool = False) -> Digits:
 
 def write_digits_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write images and labels in the tutorial's CSV format, atomically."""
-    table = pd.DataFrame(images.reshape(len(images), PIXELS).astype(np.uint8), columns=PIXEL_COLUMNS)
+    table = pd.DataFrame(
+        images.reshape(len(images), PIXELS).astype(np.uint8), columns=PIXEL_COLUMNS
+    )
     table.insert(0, LABEL_COLUMN, labels.astype(np.int64))
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
@@ -135,8 +137,7 @@ def _check_columns(path: Path, table: pd.DataFrame, require_labels: bool) -> Non
     unexpected = [column for column in columns if column not in expected]
     if unexpected:
         raise PipelineError(
-            f"{path}: unexpected column '{unexpected[0]}' in the header; "
-            f"expected {SEED_HEADER}"
+            f"{path}: unexpected column '{unexpected[0]}' in the header; expected {SEED_HEADER}"
         )
     missing = [column for column in PIXEL_COLUMNS if column not in columns]
     if missing:

@@ -7,6 +7,7 @@ the file (unlike a pickled `torch.save`).
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [PIXELS, *hidden]
         layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, 28, 28) -> (B, 784)
-        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        for n_in, n_out in itertools.pairwise(widths):
             layers += [nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)]
         layers.append(nn.Linear(widths[-1], N_CLASSES))
         self.layers = nn.Sequential(*layers)

@@ -25,7 +25,9 @@ class DataParams(_Section):
 
 class ModelParams(_Section):
     arch: Literal["mlp"] = Field(description="network architecture")
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="widths of the hidden layers")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, description="widths of the hidden layers"
+    )
     dropout: float = Field(ge=0, lt=1, description="dropout probability after each hidden layer")
 
 

@@ -25,6 +25,7 @@ from stages.data_io import (
     write_predictions,
 )
 from stages.model import load_model, scale_pixels
+
 # Enough to bound memory on large inputs (60,000 images) without slowing small ones.
 _INFERENCE_BATCH = 4096
 
