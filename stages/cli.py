@@ -35,6 +35,7 @@ PREPARED_TEST = Path("data/prepared/test.safetensors")
 MODEL = Path("data/model.safetensors")
 PREDICTIONS = Path("data/predictions.csv")
 METRICS = Path("metrics/metrics.json")
+LIVE_DIR = Path("dvclive")
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Params file (validated before anything runs).")
@@ -110,22 +111,33 @@ def prepare(
 def train(
     train_data: Annotated[Path, typer.Option(help="Prepared training tensors.")] = PREPARED_TRAIN,
     model: Annotated[Path, typer.Option(help="Where to write the model file.")] = MODEL,
+    live_dir: Annotated[
+        Path, typer.Option(help="DVCLive folder for per-epoch curves and timings.")
+    ] = LIVE_DIR,
     params: ParamsOption = PARAMS,
 ) -> None:
     """Train the network on the prepared training tensors and write the model file.
 
     Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
-    file holding the weights and the architecture config. Prints the loss of every epoch.
+    file holding the weights and the architecture config, and per-epoch curves (loss,
+    accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder.
+    Shows a progress bar on a terminal, one line per epoch otherwise.
     """
     from stages import train as stage
     from stages.progress import epoch_reporter
 
     settings = load_params(params)
     with epoch_reporter() as report:
-        losses = stage.run(
-            train_data, model, settings.model, settings.train, settings.runtime.threads, report
+        result = stage.run(
+            train_data,
+            model,
+            live_dir,
+            settings.model,
+            settings.train,
+            settings.runtime.threads,
+            report,
         )
-    _say(f"wrote {model} (final loss {losses[-1]:.4f})")
+    _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 
-from stages.data_io import N_CLASSES, PIXELS, atomic_output
+from stages.data_io import IMAGE_SIDE, N_CLASSES, PIXELS, atomic_output
 from stages.errors import PipelineError
 from stages.params import ModelParams
 
@@ -25,6 +25,7 @@ from stages.params import ModelParams
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _CONFIG_KEY = "mnist_pipeline.model_config"
 FORMAT_VERSION = 1
+MAX_CNN_BLOCKS = 4  # each block halves the side: 28 -> 14 -> 7 -> 3 -> 1
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,19 @@ class ModelConfig:
     arch: str
     hidden: tuple[int, ...]
     dropout: float
+    channels: tuple[int, ...] = ()  # cnn only; () for the mlp
     format_version: int = FORMAT_VERSION
 
     @classmethod
     def from_params(cls, params: ModelParams) -> ModelConfig:
-        return cls(arch=params.arch, hidden=tuple(params.hidden), dropout=params.dropout)
+        # The mlp ignores `channels`; storing () keeps its config free of unused knobs.
+        channels = tuple(params.channels) if params.arch == "cnn" else ()
+        return cls(
+            arch=params.arch,
+            hidden=tuple(params.hidden),
+            dropout=params.dropout,
+            channels=channels,
+        )
 
 
 class MLP(nn.Module):
@@ -60,15 +69,59 @@ class MLP(nn.Module):
         return F.log_softmax(self.layers(x), dim=1)  # (B, 10) log-probabilities
 
 
+class CNN(nn.Module):
+    """A compact conv net for 28x28 digits, log-softmax output like the MLP.
+
+    Each entry of `channels` is one block: 3x3 conv (padding 1) -> batch norm -> ReLU ->
+    2x2 max-pool, so the side goes 28 -> 14 -> 7 -> 3 -> 1. Then the flattened features go
+    through Linear layers of widths `hidden`, each with ReLU and dropout, and a Linear to
+    the 10 classes. channels=(32, 64), hidden=(128,) has 421,642 parameters.
+    """
+
+    def __init__(self, channels: tuple[int, ...], hidden: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        side = IMAGE_SIDE
+        for n_in, n_out in itertools.pairwise([1, *channels]):
+            # No conv bias: the batch norm right after it has its own shift.
+            blocks += [
+                nn.Conv2d(n_in, n_out, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(n_out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            side //= 2
+        self.features = nn.Sequential(*blocks)  # (B, 1, 28, 28) -> (B, C, side, side)
+        widths = [channels[-1] * side * side, *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in itertools.pairwise(widths):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(widths[-1], N_CLASSES))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.classifier(self.features(x)), dim=1)  # (B, 10)
+
+
 def build_model(config: ModelConfig) -> nn.Module:
     if config.arch == "mlp":
         return MLP(config.hidden, config.dropout)
-    raise PipelineError(f"unknown model architecture '{config.arch}'")
+    if config.arch == "cnn" and 1 <= len(config.channels) <= MAX_CNN_BLOCKS:
+        return CNN(config.channels, config.hidden, config.dropout)
+    raise PipelineError(
+        f"unknown model architecture '{config.arch}' with channels {list(config.channels)}; "
+        f"expected mlp, or cnn with 1 to {MAX_CNN_BLOCKS} conv blocks"
+    )
 
 
 def scale_pixels(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 1, 28, 28) in 0-255 -> standardised float32 (B, 1, 28, 28)."""
-    return (images.to(torch.float32) / 255.0 - MNIST_MEAN) / MNIST_STD
+    return standardize(images.to(torch.float32) / 255.0)
+
+
+def standardize(unit_images: torch.Tensor) -> torch.Tensor:
+    """float (B, 1, 28, 28) in 0-1 (0 = background) -> standardised float32."""
+    return (unit_images - MNIST_MEAN) / MNIST_STD
 
 
 def save_model(model: nn.Module, config: ModelConfig, path: Path) -> None:
@@ -119,6 +172,8 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
             arch=str(fields["arch"]),
             hidden=tuple(int(width) for width in fields["hidden"]),
             dropout=float(fields["dropout"]),
+            # Absent from mlp files written before the cnn existed.
+            channels=tuple(int(width) for width in fields.get("channels", ())),
             format_version=int(fields["format_version"]),
         )
     except (KeyError, TypeError, ValueError):

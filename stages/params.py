@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from stages.errors import PipelineError
 
@@ -24,18 +24,54 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    arch: Literal["mlp"] = Field(description="network architecture")
+    arch: Literal["mlp", "cnn"] = Field(description="mlp = the tutorial's network, cnn = conv net")
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        min_length=1, description="widths of the hidden layers"
+        min_length=1, description="widths of the hidden Linear layers (for cnn: after the convs)"
     )
     dropout: float = Field(ge=0, lt=1, description="dropout probability after each hidden layer")
+    # Used by cnn only (the mlp ignores it), so one flat, strict section serves both archs
+    # and `dvc exp run -S model.arch=cnn` needs no new keys.
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=4, description="cnn only: output channels of each conv block"
+    )
+
+
+class AugmentParams(_Section):
+    enabled: bool = Field(description="random affine transform of each training image")
+    rotation: float = Field(ge=0, le=180, description="max rotation in degrees (uniform +-)")
+    translation: float = Field(ge=0, le=0.5, description="max shift as a fraction of the side")
+    scale: list[Annotated[float, Field(gt=0)]] = Field(
+        min_length=2, max_length=2, description="[min, max] zoom factor"
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, scale: list[float]) -> list[float]:
+        if scale[0] > scale[1]:
+            raise ValueError("should be [min, max] with min <= max")
+        return scale
 
 
 class TrainParams(_Section):
     epochs: int = Field(ge=1)
-    lr: float = Field(gt=0, description="Adam learning rate")
+    lr: float = Field(gt=0, description="learning rate (the peak one under onecycle)")
     batch_size: int | None = Field(ge=1, description="images per step; null = full batch")
     seed: int = Field(ge=0, description="seed of weight init, dropout and batch order")
+    optimizer: Literal["adam", "adamw", "sgd"]
+    momentum: float = Field(ge=0, lt=1, description="sgd only: momentum")
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["none", "onecycle", "cosine"] = Field(description="lr schedule, per step")
+    label_smoothing: float = Field(ge=0, lt=1)
+    val_size: int = Field(ge=0, description="training images held out for validation")
+    keep: Literal["final", "best"] = Field(description="model of the last or best-val epoch")
+    augment: AugmentParams
+
+    @field_validator("keep")
+    @classmethod
+    def _best_needs_validation(cls, keep: str, info: ValidationInfo) -> str:
+        if keep == "best" and info.data.get("val_size") == 0:
+            raise ValueError("'best' needs train.val_size > 0 to choose the best epoch")
+        return keep
 
 
 class RuntimeParams(_Section):

@@ -8,21 +8,29 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stages.train import EpochReport
+from stages.train import EpochReport, EpochStats
+
+
+def epoch_line(stats: EpochStats) -> str:
+    """The tutorial's `Epoch [k/50] Loss: x.xxxx`, plus validation accuracy when there is one."""
+    line = f"Epoch [{stats.epoch}/{stats.epochs}] Loss: {stats.train_loss:.4f}"
+    if stats.val_accuracy is not None:
+        line += f" Val accuracy: {stats.val_accuracy:.4f}"
+    return line
 
 
 @contextlib.contextmanager
 def epoch_reporter(console: Console | None = None) -> Iterator[EpochReport]:
-    """Yield a callback for (epoch, epochs, loss).
+    """Yield a callback that shows each epoch's stats.
 
     Under `dvc repro` or in CI stderr is not a terminal, so a bar would only add noise:
-    there each epoch prints the tutorial's `Epoch [k/50] Loss: x.xxxx` line instead.
+    there each epoch prints one line (see `epoch_line`) instead.
     """
     console = console or Console(stderr=True)
     if not console.is_terminal:
 
-        def print_line(epoch: int, epochs: int, loss: float) -> None:
-            console.print(f"Epoch [{epoch}/{epochs}] Loss: {loss:.4f}", highlight=False)
+        def print_line(stats: EpochStats) -> None:
+            console.print(epoch_line(stats), highlight=False)
 
         yield print_line
         return
@@ -31,13 +39,20 @@ def epoch_reporter(console: Console | None = None) -> Iterator[EpochReport]:
         TextColumn("training"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("loss {task.fields[loss]}  val acc {task.fields[val_accuracy]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=None, loss="-")
+        task = progress.add_task("train", total=None, loss="-", val_accuracy="-")
 
-        def advance(epoch: int, epochs: int, loss: float) -> None:
-            progress.update(task, completed=epoch, total=epochs, loss=f"{loss:.4f}")
+        def advance(stats: EpochStats) -> None:
+            val_accuracy = "-" if stats.val_accuracy is None else f"{stats.val_accuracy:.4f}"
+            progress.update(
+                task,
+                completed=stats.epoch,
+                total=stats.epochs,
+                loss=f"{stats.train_loss:.4f}",
+                val_accuracy=val_accuracy,
+            )
 
         yield advance

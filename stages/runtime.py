@@ -20,3 +20,17 @@ def make_deterministic(seed: int, threads: int) -> torch.Generator:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     return torch.Generator().manual_seed(seed)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """An independent seed for one named random stream (augmentation, validation split...).
+
+    Separate streams mean that switching augmentation on does not change the batch order
+    or the validation split, and vice versa.
+    """
+    entropy = [seed, *stream.encode()]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, stream))

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from stages.params import ModelParams, TrainParams
+from stages.params import ModelParams, TrainParams, load_params
 from stages.train import train_model
+from tests.conftest import REPO_ROOT
 
-MODEL = ModelParams(arch="mlp", hidden=[32, 16], dropout=0.2)
+MODEL = ModelParams(arch="mlp", hidden=[32, 16], dropout=0.2, channels=[8])
+# The repository's training recipe; each test overrides what it is about.
+RECIPE = load_params(REPO_ROOT / "params.yaml").train.model_dump()
 
 
 def _train(digits, **overrides):
-    settings = {"epochs": 15, "lr": 0.01, "batch_size": None, "seed": 0} | overrides
-    return train_model(digits, MODEL, TrainParams(**settings), threads=1)
+    settings = RECIPE | {"epochs": 15, "lr": 0.01, "batch_size": None, "seed": 0} | overrides
+    model, config, history = train_model(
+        digits, MODEL, TrainParams.model_validate(settings), threads=1
+    )
+    return model, config, [stats.train_loss for stats in history]
 
 
 def test_training_learns_the_synthetic_digits(digits):
@@ -44,8 +50,8 @@ def test_reports_every_epoch(digits):
     train_model(
         digits,
         MODEL,
-        TrainParams(epochs=3, lr=0.01, batch_size=25, seed=0),
+        TrainParams.model_validate(RECIPE | {"epochs": 3, "lr": 0.01, "batch_size": 25}),
         threads=1,
-        report=lambda epoch, epochs, loss: seen.append((epoch, epochs)),
+        report=lambda stats: seen.append((stats.epoch, stats.epochs)),
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]

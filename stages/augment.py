@@ -1,0 +1,41 @@
+"""Data augmentation: a random affine transform (rotation, shift, zoom) of each image.
+
+It runs on a whole batch of tensors at once (one affine_grid + grid_sample call), drawn
+from its own seeded generator, so it is fast and the same params give the same images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the conventional name)
+
+from stages.params import AugmentParams
+
+
+def random_affine(
+    unit_images: torch.Tensor, params: AugmentParams, generator: torch.Generator
+) -> torch.Tensor:
+    """(B, 1, 28, 28) float in 0-1 -> the same images, each rotated, shifted and zoomed.
+
+    Works on unscaled pixels so that the zeros grid_sample pads with are background.
+    Always draws 4 numbers per image, so the random stream does not depend on the values.
+    """
+    n_images = unit_images.shape[0]
+    uniform = torch.rand(n_images, 4, generator=generator)  # (B, 4) in [0, 1)
+    angle = (2 * uniform[:, 0] - 1) * math.radians(params.rotation)
+    low, high = params.scale
+    zoom = low + (high - low) * uniform[:, 1]
+    # affine_grid's coordinates run from -1 to 1, so a shift of f sides is 2f there.
+    shift = (2 * uniform[:, 2:] - 1) * (2 * params.translation)  # (B, 2)
+    # theta maps output coordinates to input ones: dividing by zoom enlarges the digit.
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)],
+        dim=1,
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(unit_images.shape), align_corners=False)  # (B, 28, 28, 2)
+    return F.grid_sample(
+        unit_images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
