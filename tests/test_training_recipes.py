@@ -1,0 +1,280 @@
+"""Training recipes: the cnn, augmentation, validation split, optimizers and schedules,
+keep=best, DVCLive logging, and same params -> same model bytes for every recipe."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+import yaml
+from torch import nn
+from typer.testing import CliRunner
+
+from stages.augment import random_affine
+from stages.cli import app
+from stages.data_io import save_prepared
+from stages.errors import PipelineError
+from stages.model import CNN, ModelConfig, build_model, load_model, save_model, scale_pixels
+from stages.optimization import classification_loss, make_optimizer, make_schedule
+from stages.params import AugmentParams, ModelParams, TrainParams, parse_params
+from stages.progress import epoch_line
+from stages.train import EpochStats, score, split_validation, train_model
+from tests.conftest import REPO_ROOT, synthetic_digits, write_params
+
+TINY_CNN = {"arch": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.1}
+# Every option away from its default at once: mini-batches, adamw, onecycle, smoothing,
+# a validation split, keep=best and augmentation.
+FANCY_TRAIN = {
+    "epochs": 3,
+    "lr": 0.01,
+    "batch_size": 16,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "schedule": "onecycle",
+    "label_smoothing": 0.1,
+    "val_size": 20,
+    "keep": "best",
+    "augment": {"enabled": True, "rotation": 15.0, "translation": 0.1, "scale": [0.9, 1.1]},
+}
+
+
+def _params(repo_params: dict, model: dict | None = None, train: dict | None = None):
+    raw = copy.deepcopy(repo_params)
+    raw["model"].update(model or {})
+    raw["train"].update(train or {})
+    return parse_params(raw)
+
+
+def test_cnn_shapes_and_parameter_count():
+    model = CNN(channels=(32, 64, 128), hidden=(128,), dropout=0.3).eval()
+    log_probs = model(torch.zeros(5, 1, 28, 28))
+    assert log_probs.shape == (5, 10)
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(5))
+    convs = 1 * 32 * 9 + 32 * 64 * 9 + 64 * 128 * 9  # 3x3, no bias (batch norm follows)
+    norms = 2 * (32 + 64 + 128)  # scale and shift
+    linears = (128 * 3 * 3 * 128 + 128) + (128 * 10 + 10)  # side 28 -> 14 -> 7 -> 3
+    assert sum(p.numel() for p in model.parameters()) == convs + norms + linears
+
+
+@pytest.mark.parametrize("channels", [(4,), (4, 8, 8, 8)])
+def test_cnn_takes_one_to_four_blocks(channels):
+    model = build_model(ModelConfig(arch="cnn", hidden=(8,), dropout=0.0, channels=channels))
+    assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_mlp_config_ignores_channels(repo_params):
+    config = ModelConfig.from_params(_params(repo_params).model)
+    assert config.arch == "mlp"
+    assert config.channels == ()
+
+
+def test_cnn_model_file_round_trip(tmp_path):
+    config = ModelConfig(arch="cnn", hidden=(16,), dropout=0.1, channels=(4, 8))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    save_model(model, config, tmp_path / "model.safetensors")
+    loaded, loaded_config = load_model(tmp_path / "model.safetensors")
+    assert loaded_config == config
+    images = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(loaded(images), model(images))
+
+
+def test_cnn_file_refuses_weights_of_other_widths(tmp_path):
+    config = ModelConfig(arch="cnn", hidden=(16,), dropout=0.0, channels=(4, 8))
+    other = ModelConfig(arch="cnn", hidden=(16,), dropout=0.0, channels=(4, 6))
+    save_model(build_model(other), config, tmp_path / "model.safetensors")
+    with pytest.raises(PipelineError, match="weights do not fit the 'cnn' network"):
+        load_model(tmp_path / "model.safetensors")
+
+
+def _augment(enabled=True, rotation=15.0, translation=0.1, scale=(0.9, 1.1)) -> AugmentParams:
+    return AugmentParams(
+        enabled=enabled, rotation=rotation, translation=translation, scale=list(scale)
+    )
+
+
+def test_augmentation_is_seeded_and_changes_the_images():
+    images = torch.from_numpy(synthetic_digits(8).images).float() / 255  # (8, 1, 28, 28)
+    first = random_affine(images, _augment(), torch.Generator().manual_seed(0))
+    again = random_affine(images, _augment(), torch.Generator().manual_seed(0))
+    other = random_affine(images, _augment(), torch.Generator().manual_seed(1))
+    assert first.shape == images.shape
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.allclose(first, images, atol=0.05)
+    assert first.min() >= 0
+    assert first.max() <= 1
+
+
+def test_augmentation_with_zero_ranges_is_the_identity():
+    images = torch.rand(4, 1, 28, 28)
+    same = random_affine(
+        images, _augment(rotation=0, translation=0, scale=(1, 1)), torch.Generator()
+    )
+    torch.testing.assert_close(same, images)
+
+
+def test_validation_split_is_disjoint_stratified_and_seeded():
+    labels = np.repeat(np.arange(10), [30, 30, 30, 30, 30, 20, 20, 20, 20, 20])  # 250
+    train, val = split_validation(labels, 50, seed=3)
+    assert len(val) == 50
+    assert len(train) == 200
+    assert not set(train) & set(val)
+    assert sorted([*train, *val]) == list(range(250))
+    per_class = np.bincount(labels[val], minlength=10)
+    assert np.abs(per_class - np.bincount(labels) * 50 / 250).max() < 1  # 6 or 4 each
+    assert np.array_equal(val, split_validation(labels, 50, seed=3)[1])
+    assert not np.array_equal(val, split_validation(labels, 50, seed=4)[1])
+
+
+def test_no_validation_split_and_too_large_one():
+    labels = np.arange(20) % 10
+    train, val = split_validation(labels, 0, seed=0)
+    assert len(train) == 20
+    assert len(val) == 0
+    with pytest.raises(PipelineError, match="train.val_size = 20"):
+        split_validation(labels, 20, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)],
+)
+def test_optimizer_choice(repo_params, name, kind):
+    settings = _params(repo_params, train={"optimizer": name, "weight_decay": 0.1}).train
+    optimizer = make_optimizer(nn.Linear(2, 2).parameters(), settings)
+    assert type(optimizer) is kind
+    assert optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize("schedule", ["none", "onecycle", "cosine"])
+def test_schedule_choice(repo_params, schedule):
+    settings = _params(repo_params, train={"schedule": schedule, "lr": 0.1}).train
+    optimizer = make_optimizer(nn.Linear(2, 2).parameters(), settings)
+    scheduler = make_schedule(optimizer, settings, total_steps=20)
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    if schedule == "none":
+        assert scheduler is None
+        assert set(rates) == {0.1}
+    elif schedule == "onecycle":  # warm up to lr, then anneal far below it
+        assert rates[0] < 0.1 / 10
+        assert max(rates) == pytest.approx(0.1)
+        assert rates[-1] < 0.01
+    else:  # cosine: from lr, decreasing towards 0
+        assert rates[0] == 0.1
+        assert rates == sorted(rates, reverse=True)
+        assert rates[-1] < 0.01
+
+
+def test_label_smoothing_matches_cross_entropy():
+    logits, labels = torch.randn(6, 10), torch.arange(6)
+    log_probs = F.log_softmax(logits, dim=1)
+    assert torch.equal(classification_loss(log_probs, labels, 0.0), F.nll_loss(log_probs, labels))
+    torch.testing.assert_close(
+        classification_loss(log_probs, labels, 0.2),
+        F.cross_entropy(logits, labels, label_smoothing=0.2),
+    )
+
+
+def test_params_reject_best_without_validation_and_unordered_scale(repo_params):
+    with pytest.raises(PipelineError, match="'train.keep' 'best' needs train.val_size > 0"):
+        _params(repo_params, train={"keep": "best", "val_size": 0})
+    bad_scale = copy.deepcopy(repo_params)
+    bad_scale["train"]["augment"]["scale"] = [1.2, 0.8]
+    with pytest.raises(PipelineError, match="'train.augment.scale' should be"):
+        parse_params(bad_scale)
+    too_deep = copy.deepcopy(repo_params)
+    too_deep["model"]["channels"] = [4] * 5
+    with pytest.raises(PipelineError, match="'model.channels'"):
+        parse_params(too_deep)
+
+
+def _model_bytes(tmp_path, name, digits, model: ModelParams, train: TrainParams) -> bytes:
+    trained, config, _ = train_model(digits, model, train, threads=1)
+    save_model(trained, config, tmp_path / name)
+    return (tmp_path / name).read_bytes()
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_every_recipe_is_deterministic(tmp_path, repo_params, arch):
+    model = TINY_CNN if arch == "cnn" else {"hidden": [32, 16]}
+    params = _params(repo_params, model=model, train=FANCY_TRAIN)
+    digits = synthetic_digits(60)
+    first = _model_bytes(tmp_path, "a", digits, params.model, params.train)
+    second = _model_bytes(tmp_path, "b", digits, params.model, params.train)
+    assert first == second
+    reseeded = params.train.model_copy(update={"seed": params.train.seed + 1})
+    assert _model_bytes(tmp_path, "c", digits, params.model, reseeded) != first
+
+
+def test_keep_best_keeps_the_best_validation_epoch(repo_params):
+    # A high lr makes validation accuracy jump around, so the best epoch is rarely the last.
+    train = FANCY_TRAIN | {"epochs": 6, "lr": 0.05, "schedule": "none"}
+    params = _params(repo_params, model=TINY_CNN, train=train)
+    digits = synthetic_digits(80)
+    model, _, history = train_model(digits, params.model, params.train, threads=1)
+    _, val_indices = split_validation(digits.labels, params.train.val_size, params.train.seed)
+    val_images = scale_pixels(torch.from_numpy(digits.images[val_indices]))
+    _, kept_accuracy = score(model, val_images, torch.from_numpy(digits.labels[val_indices]))
+    val_accuracies = [stats.val_accuracy for stats in history]
+    assert all(accuracy is not None for accuracy in val_accuracies)
+    assert kept_accuracy == max(val_accuracies)
+
+
+def test_epoch_line_is_the_tutorials_plus_validation():
+    stats = EpochStats(3, 50, 0.12345, 0.9, None, None, 0.001, 0.1)
+    assert epoch_line(stats) == "Epoch [3/50] Loss: 0.1235"
+    with_val = EpochStats(3, 50, 0.12345, 0.9, 0.2, 0.875, 0.001, 0.1)
+    assert epoch_line(with_val) == "Epoch [3/50] Loss: 0.1235 Val accuracy: 0.8750"
+
+
+def test_train_command_with_every_option(tmp_path, monkeypatch, tiny_params):
+    monkeypatch.chdir(tmp_path)
+    tiny_params["model"].update(TINY_CNN)
+    tiny_params["train"].update(FANCY_TRAIN)
+    write_params(tmp_path / "params.yaml", tiny_params)
+    save_prepared(tmp_path / "train.safetensors", synthetic_digits(60))
+    result = CliRunner().invoke(
+        app, ["train", "--train-data", "train.safetensors", "--model", "m.safetensors"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Epoch [3/3] Loss:" in result.stderr
+    assert "Val accuracy:" in result.stderr
+    assert result.stdout == ""
+    _, config = load_model(tmp_path / "m.safetensors")
+    assert config.arch == "cnn"
+    assert config.channels == (4, 8)
+    # DVCLive's folder, at the default path that dvc.yaml declares.
+    summary = json.loads((tmp_path / "dvclive/metrics.json").read_text())
+    assert summary["timing"]["images_per_second"] > 0
+    assert 1 <= summary["kept_epoch"] <= 3
+    curves = tmp_path / "dvclive/plots/metrics"
+    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr", "epoch_seconds"]:
+        assert len((curves / f"{name}.tsv").read_text().splitlines()) == 1 + 3, name
+    assert not (tmp_path / "dvc.yaml").exists()  # DVCLive must not write one
+
+
+def test_readme_best_command_is_the_benchmarked_recipe():
+    from bench.compare_recipes import BEST
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = re.findall(r"^dvc exp run -n best .*$", readme, flags=re.MULTILINE)
+    assert len(commands) == 1
+    words = shlex.split(commands[0])
+    settings = {}
+    for flag, setting in zip(words[4::2], words[5::2], strict=True):
+        assert flag == "-S"
+        key, value = setting.split("=", 1)
+        settings[key] = yaml.safe_load(value)
+    assert settings == BEST
