@@ -14,8 +14,8 @@ import argparse
 import time
 
 import torch
-
 from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on sys.path
+
 from stages.augment import random_affine
 from stages.model import ModelConfig, build_model, standardize
 from stages.optimization import classification_loss, make_optimizer
