@@ -273,7 +273,7 @@ def test_readme_best_command_is_the_benchmarked_recipe():
     assert len(commands) == 1
     words = shlex.split(commands[0])
     settings = {}
-    for flag, setting in zip(words[4::2], words[5::2], strict=True):
+    for flag, setting in zip(words[5::2], words[6::2], strict=True):
         assert flag == "-S"
         key, value = setting.split("=", 1)
         settings[key] = yaml.safe_load(value)
