@@ -278,3 +278,36 @@ def test_readme_best_command_is_the_benchmarked_recipe():
         key, value = setting.split("=", 1)
         settings[key] = yaml.safe_load(value)
     assert settings == BEST
+
+
+@pytest.mark.slow
+def test_dvc_draws_the_curves_and_a_cnn_recipe_reproduces(tmp_path, tiny_params):
+    from tests.dvc_repo import fresh_repo, run
+    from tests.test_pipeline_e2e import reproducible_hashes
+
+    tiny_params["model"].update(TINY_CNN)
+    tiny_params["train"].update(FANCY_TRAIN)
+    repo = fresh_repo(tmp_path, tiny_params)
+    run(repo, "dvc", "repro")
+    plots = json.loads(run_stdout(repo, "dvc", "plots", "show", "--json"))
+    drawn = set(plots["data"])
+    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr", "epoch_seconds"]:
+        assert f"dvclive/plots/metrics/{name}.tsv" in drawn, name
+    assert "timing" in run(repo, "dvc", "metrics", "show")
+    before = reproducible_hashes(repo)
+    assert "data/model.safetensors" in before
+    run(repo, "dvc", "repro", "-f")
+    assert reproducible_hashes(repo) == before
+
+
+def run_stdout(repo, *command: str) -> str:
+    """Like tests.dvc_repo.run, but only stdout (for --json output)."""
+    import subprocess
+
+    from tests.dvc_repo import command_env
+
+    result = subprocess.run(
+        command, cwd=repo, env=command_env(), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
