@@ -311,3 +311,20 @@ def run_stdout(repo, *command: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_progress_bar_on_a_terminal_shows_validation_accuracy():
+    import io
+
+    from rich.console import Console
+
+    from stages.progress import epoch_reporter
+
+    output = io.StringIO()
+    console = Console(file=output, force_terminal=True, width=120)
+    with epoch_reporter(console) as report:
+        report(EpochStats(1, 2, 0.5, 0.8, 0.4, 0.875, 0.001, 0.1))
+        report(EpochStats(2, 2, 0.25, 0.9, 0.3, 0.9375, 0.001, 0.1))
+    assert "2/2" in output.getvalue()
+    assert "val acc 0.9375" in output.getvalue()
+    assert "Epoch [" not in output.getvalue()  # the bar, not the lines
