@@ -35,6 +35,10 @@ PREPARED_TEST = Path("data/prepared/test.safetensors")
 MODEL = Path("data/model.safetensors")
 PREDICTIONS = Path("data/predictions.csv")
 METRICS = Path("metrics/metrics.json")
+CONFUSION_TABLE = Path("plots/confusion.csv")
+DIGIT_ACCURACY_TABLE = Path("plots/digit_accuracy.csv")
+PICTURES = Path("plots/pictures")
+OFFLINE_PLOTS_TEMPLATE = Path(".dvc/offline_plots.html")
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Params file (validated before anything runs).")
@@ -160,16 +164,54 @@ def evaluate(
     predictions: Annotated[
         Path, typer.Option(help="Labelled predictions CSV written by `predict`.")
     ] = PREDICTIONS,
+    test_data: Annotated[
+        Path, typer.Option(help="Prepared test tensors the predictions were made on.")
+    ] = PREPARED_TEST,
     metrics: Annotated[Path, typer.Option(help="Where to write the metrics JSON.")] = METRICS,
+    confusion_table: Annotated[
+        Path, typer.Option(help="Where to write the confusion plot's table (actual, predicted).")
+    ] = CONFUSION_TABLE,
+    digit_accuracy_table: Annotated[
+        Path, typer.Option(help="Where to write the per-digit accuracy plot's table.")
+    ] = DIGIT_ACCURACY_TABLE,
+    pictures: Annotated[
+        Path, typer.Option(help="Folder for the PNG pictures (confusion, mistakes, confidence).")
+    ] = PICTURES,
     params: ParamsOption = PARAMS,
 ) -> None:
-    """Score the predictions and write the metrics JSON (accuracy, log loss, image count).
+    """Score the predictions: metrics JSON, tables for `dvc plots`, and PNG pictures.
 
-    Reads no params (the file is still validated). Writes metrics/metrics.json for
-    `dvc metrics show` and `dvc metrics diff`.
+    Reads no params (the file is still validated), the predictions and the test images.
+    Writes metrics/metrics.json (accuracy, macro and per-digit precision/recall/F1, log
+    loss, image count), plots/confusion.csv, plots/digit_accuracy.csv and
+    plots/pictures/{confusion,mistakes,confidence}.png.
     """
     from stages import evaluate as stage
 
     load_params(params)
-    scores = stage.run(predictions, metrics)
+    scores = stage.run(
+        predictions, test_data, metrics, confusion_table, digit_accuracy_table, pictures
+    )
     _say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")
+
+
+@app.command("plots-template")
+@_fail_cleanly
+def plots_template(
+    output: Annotated[
+        Path, typer.Option(help="Where to write the HTML template.")
+    ] = OFFLINE_PLOTS_TEMPLATE,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Write the HTML template that makes `dvc plots show` draw charts offline.
+
+    Reads no params (the file is still validated). Needs the `vl-convert-python` package
+    (in the `test` extra) for the Vega, Vega-Lite and vega-embed JavaScript it embeds. The
+    template is committed; run this only to upgrade those libraries. .dvc/config points
+    `plots.html_template` at it.
+    """
+    from stages import offline_plots
+
+    load_params(params)
+    size = offline_plots.run(output)
+    _say(f"wrote {output} ({size / 1e6:.1f} MB)")
