@@ -163,7 +163,7 @@ def _whole_numbers(
         # +2: one line of header, and people count lines from 1.
         raise PipelineError(
             f"{path}: line {row + 2}, column '{columns[col]}': expected {what} "
-            f"as whole numbers {low}-{high}, got {'an empty cell' if pd.isna(cell) else repr(cell)}"
+            f"as whole numbers {low}-{high}, got {_show_cell(cell)}"
         )
     return values.astype(np.int64)
 
@@ -189,3 +189,11 @@ def read_predictions(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path}: has a header but no rows; expected one row per image")
     _whole_numbers(path, table, [PREDICTED_COLUMN, TRUE_COLUMN], 0, N_CLASSES - 1, "digits")
     return table
+
+
+def _show_cell(cell: object) -> str:
+    if pd.isna(cell):
+        return "an empty cell"
+    if isinstance(cell, str):
+        return repr(cell)
+    return str(getattr(cell, "item", lambda: cell)())  # numpy scalar -> plain number

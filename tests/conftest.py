@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny synthetic digits and params files, so tests run in seconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stages.data_io import Digits
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_digits(n_images: int = 60, seed: int = 0) -> Digits:
+    """Learnable fake digits: each class lights up its own horizontal band, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_images, dtype=np.int64) % 10
+    images = rng.integers(0, 60, size=(n_images, 1, 28, 28), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        images[index, 0, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+    return Digits(images, labels)
+
+
+@pytest.fixture
+def digits() -> Digits:
+    return synthetic_digits()
+
+
+@pytest.fixture
+def repo_params() -> dict:
+    """The repository's params.yaml as a plain dict (copy it before changing it)."""
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def tiny_params(repo_params: dict) -> dict:
+    """The real params with sizes and epochs small enough for a unit test."""
+    params = copy.deepcopy(repo_params)
+    params["data"].update(train_size=60, test_size=40)
+    params["model"]["hidden"] = [32, 16]
+    params["train"]["epochs"] = 3
+    params["runtime"]["threads"] = 1
+    return params
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
