@@ -189,9 +189,8 @@ def evaluate(
     from stages import evaluate as stage
 
     load_params(params)
-    scores = stage.run(
-        predictions, test_data, metrics, confusion_table, digit_accuracy_table, pictures
-    )
+    plots = stage.PlotPaths(test_data, confusion_table, digit_accuracy_table, pictures)
+    scores = stage.run(predictions, metrics, plots)
     _say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")
 
 

@@ -60,7 +60,7 @@ def _rounded(value: float) -> float:
     return round(float(value), _DECIMALS)
 
 
-def compute_metrics(scored: Scored) -> dict:
+def compute_metrics(table: pd.DataFrame) -> dict:
     """Accuracy, log loss, image count, and precision/recall/F1 (macro and per digit).
 
     A digit that is never predicted has an undefined precision; it counts as 0 (sklearn's
@@ -68,6 +68,7 @@ def compute_metrics(scored: Scored) -> dict:
     """
     from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
 
+    scored = scored_from_table(table)
     labels, predicted = scored.labels, scored.predicted
     per_digit = precision_recall_fscore_support(
         labels, predicted, labels=DIGITS, average=None, zero_division=0
@@ -127,39 +128,43 @@ def metrics_json(metrics: dict) -> str:
     return json.dumps(metrics, indent=2, sort_keys=True) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+class PlotPaths(NamedTuple):
+    """Where the plot outputs go, and the test images that the mistakes gallery shows."""
+
+    test_images: Path  # input: prepared test tensors, in the order of the predictions
+    confusion_table: Path
+    digit_accuracy_table: Path
+    pictures: Path  # folder for the PNG files
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+def run(predictions_path: Path, metrics_path: Path, plots: PlotPaths | None = None) -> dict:
+    """Write the metrics, and the plot tables and pictures if `plots` says where.
+
+    Everything is computed before anything is written, so a failure changes no file.
+    """
+    table = read_predictions(predictions_path)
+    metrics = compute_metrics(table)
+    outputs: dict[Path, str | bytes] = {metrics_path: metrics_json(metrics)}
+    if plots is not None:
+        outputs |= _plot_outputs(predictions_path, scored_from_table(table), plots)
+    for path, content in outputs.items():
+        with atomic_output(path) as tmp:
+            if isinstance(content, bytes):
+                tmp.write_bytes(content)
+            else:
+                tmp.write_text(content)
+    return metrics
 
 
-def run(
-    predictions_path: Path,
-    test_path: Path,
-    metrics_path: Path,
-    confusion_path: Path,
-    digit_accuracy_path: Path,
-    pictures_dir: Path,
-) -> dict:
-    """Read predictions and test images, compute everything, then write every output."""
+def _plot_outputs(predictions_path: Path, scored: Scored, plots: PlotPaths) -> dict:
     from stages import pictures
 
-    scored = scored_from_table(read_predictions(predictions_path))
-    test = load_prepared(test_path)
-    check_matches(predictions_path, scored, test_path, test)
-
-    metrics = compute_metrics(scored)
-    confusion = confusion_table(scored).to_csv(index=False)
-    digit_accuracy = digit_accuracy_table(scored).to_csv(index=False)
-    images = pictures.draw_all(scored, test.images)  # file name -> PNG bytes
-
-    _write_text(metrics_path, metrics_json(metrics))
-    _write_text(confusion_path, confusion)
-    _write_text(digit_accuracy_path, digit_accuracy)
-    for name, png in images.items():
-        _write_bytes(pictures_dir / name, png)
-    return metrics
+    test = load_prepared(plots.test_images)
+    check_matches(predictions_path, scored, plots.test_images, test)
+    outputs: dict[Path, str | bytes] = {
+        plots.confusion_table: confusion_table(scored).to_csv(index=False),
+        plots.digit_accuracy_table: digit_accuracy_table(scored).to_csv(index=False),
+    }
+    for name, png in pictures.draw_all(scored, test.images).items():
+        outputs[plots.pictures / name] = png
+    return outputs
