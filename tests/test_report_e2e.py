@@ -82,17 +82,19 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def _chromium() -> str:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Chromium's path; asked for before `repo`, so a skip costs no pipeline run."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
     pytest.skip("no chromium on PATH (.ci/run installs Debian's `chromium`)")
 
 
-def render_offline(page: Path, profile: Path) -> str:
+def render_offline(chromium: str, page: Path, profile: Path) -> str:
     """Load `page` in headless Chromium with all networking off; return the final DOM."""
     command = [
-        _chromium(),
+        chromium,
         "--headless",
         "--no-sandbox",  # needed as root (CI containers); the page is our own
         "--disable-gpu",
@@ -133,12 +135,12 @@ def marks(svg: str, kind: str) -> int:
     return svg.count(f'aria-roledescription="{kind}"')
 
 
-def test_plots_show_draws_every_chart_offline(repo, tmp_path):
+def test_plots_show_draws_every_chart_offline(chromium, repo, tmp_path):
     output = run(repo, "dvc", "plots", "show")
     page = repo / "dvc_plots" / "index.html"
     assert page.as_uri() in output
     page_html = page.read_text()
-    charts = drawn_charts(page_html, render_offline(page, tmp_path / "profile"))
+    charts = drawn_charts(page_html, render_offline(chromium, page, tmp_path / "profile"))
     assert len(charts) >= 3  # confusion, per-digit accuracy, line (+ DVCLive's curves)
     for chart, svg in charts.items():
         assert svg, f"chart {chart} was not drawn"
@@ -154,13 +156,13 @@ def test_plots_show_draws_every_chart_offline(repo, tmp_path):
         assert (page.parent / "static" / f"workspace_plots_pictures_{picture}.png").is_file()
 
 
-def test_dvc_default_page_is_blank_offline(repo, tmp_path):
+def test_dvc_default_page_is_blank_offline(chromium, repo, tmp_path):
     """The control: DVC's own page loads Vega from a CDN, which is unreachable here."""
     default_template = tmp_path / "default.html"
     default_template.write_text(PAGE_HTML)
     run(repo, "dvc", "plots", "show", "--html-template", str(default_template), "-o", "cdn")
     page = repo / "cdn" / "index.html"
-    charts = drawn_charts(page.read_text(), render_offline(page, tmp_path / "profile"))
+    charts = drawn_charts(page.read_text(), render_offline(chromium, page, tmp_path / "profile"))
     assert charts
     assert not any(charts.values())
 
@@ -179,23 +181,51 @@ def _experiments(repo: Path) -> dict[str, dict]:
     return found
 
 
-def _wait_for_queue(repo: Path, timeout_s: float = 240) -> str:
-    """Poll `dvc queue status` until no experiment is queued or running; return it."""
+def start_queue(repo: Path, workers: int) -> str:
+    """`dvc queue start -j N`, returning as soon as it has started the workers.
+
+    The workers inherit the command's stdout; with a pipe, waiting for its output would
+    wait for the workers to exit too. A file does not hold anyone up.
+    """
+    log = repo / ".dvc" / "tmp" / "queue-start.log"
+    with log.open("w") as output:
+        result = subprocess.run(
+            ["dvc", "queue", "start", "-j", str(workers)],
+            cwd=repo,
+            env=_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    assert result.returncode == 0, log.read_text()
+    return log.read_text()
+
+
+def _wait_for_queue(repo: Path, names: list[str], timeout_s: float = 240) -> str:
+    """Wait until the queue has run; return `dvc queue status`.
+
+    A finished experiment is a git ref refs/exps/../<sha>/<name>; polling those is cheap,
+    while each `dvc queue status` costs seconds of CPU that the queued runs need.
+    """
     deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        refs = run(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps").split()
+        if {ref.rsplit("/", 1)[-1] for ref in refs} >= set(names):
+            break
+        time.sleep(0.5)
     while True:
         status = run(repo, "dvc", "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
+        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
             return status
-        assert time.monotonic() < deadline, f"queue still busy:\n{status}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def test_experiment_walkthrough(repo):
     queued = run(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=0.001,0.003")
     names = re.findall(r"Queued experiment '([^']+)'", queued)
     assert len(names) == 2
-    assert "Started '2'" in run(repo, "dvc", "queue", "start", "-j", "2")
-    status = _wait_for_queue(repo)
+    assert "Started '2'" in start_queue(repo, workers=2)
+    status = _wait_for_queue(repo, names)
     for name in names:
         assert re.search(rf"^.*\b{name}\b.*\bSuccess\b", status, re.MULTILINE), status
 
