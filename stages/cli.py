@@ -182,9 +182,8 @@ def evaluate(
     """Score the predictions: metrics JSON, tables for `dvc plots`, and PNG pictures.
 
     Reads no params (the file is still validated), the predictions and the test images.
-    Writes metrics/metrics.json (accuracy, macro and per-digit precision/recall/F1, log
-    loss, image count), plots/confusion.csv, plots/digit_accuracy.csv and
-    plots/pictures/{confusion,mistakes,confidence}.png.
+    Writes metrics/metrics.json (accuracy, precision/recall/F1, log loss, image count),
+    plots/confusion.csv and plots/digit_accuracy.csv, and three PNGs in plots/pictures/.
     """
     from stages import evaluate as stage
 
