@@ -76,10 +76,15 @@ def repo(tmp_path_factory) -> Path:
     pipeline["plots"].append({"curve.csv": {"x": "step", "y": "loss"}})
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     run(repo, "git", "init", "-q")
+    commit_all(repo, "fresh clone")  # as cloned: DVCLive, for one, needs a commit
     run(repo, "dvc", "repro")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline")
+    commit_all(repo, "baseline")
     return repo
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", message)
 
 
 @pytest.fixture(scope="module")
