@@ -87,22 +87,22 @@ def prepare(
     train_data: Annotated[
         Path | None,
         typer.Option(
-            "--train-data", "--train-csv", help="Labelled training digits (default: data.train)."
+            "--train-data", "--train-csv", help="Labelled training digits (default: inputs.train)."
         ),
     ] = None,
     test_data: Annotated[
         Path | None,
         typer.Option(
-            "--test-data", "--test-csv", help="Labelled test digits (default: data.test)."
+            "--test-data", "--test-csv", help="Labelled test digits (default: inputs.test)."
         ),
     ] = None,
     train_labels: Annotated[
         Path | None,
-        typer.Option(help="IDX labels of --train-data (default: data.train_labels)."),
+        typer.Option(help="IDX labels of --train-data (default: inputs.train_labels)."),
     ] = None,
     test_labels: Annotated[
         Path | None,
-        typer.Option(help="IDX labels of --test-data (default: data.test_labels)."),
+        typer.Option(help="IDX labels of --test-data (default: inputs.test_labels)."),
     ] = None,
     train_out: Annotated[
         Path, typer.Option(help="Where to write the training tensors.")
@@ -114,19 +114,19 @@ def prepare(
 ) -> None:
     """Validate the training and test digits and write them as tensors (uint8, int64 labels).
 
-    Reads params `data.train`, `data.test`, `data.train_labels`, `data.test_labels`: CSV
+    Reads params `inputs.train`, `inputs.test`, `inputs.train_labels`, `inputs.test_labels`: CSV
     (with or without header), IDX (raw or .gz) with its labels file, a folder of images in
     subfolders 0..9, or .safetensors. Writes safetensors files under data/prepared/.
     """
     from stages import prepare as stage
 
-    data = load_params(params).data
+    inputs = load_params(params).inputs
     if train_data is None:  # from params: the labels param is the data path unless IDX
-        train_data = Path(data.train)
-        train_labels = train_labels or stage.labels_file(train_data, Path(data.train_labels))
+        train_data = Path(inputs.train)
+        train_labels = train_labels or stage.labels_file(train_data, Path(inputs.train_labels))
     if test_data is None:
-        test_data = Path(data.test)
-        test_labels = test_labels or stage.labels_file(test_data, Path(data.test_labels))
+        test_data = Path(inputs.test)
+        test_labels = test_labels or stage.labels_file(test_data, Path(inputs.test_labels))
     train, test = stage.run(train_data, test_data, train_out, test_out, train_labels, test_labels)
     _say(f"prepared {len(train.images)} training and {len(test.images)} test images")
 

@@ -31,13 +31,15 @@ EXPECTED_LAYOUT = (
 def read_csv_digits(path: Path, require_labels: bool = False) -> Digits:
     """Read any of the CSV layouts into uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
     path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such file; expected {EXPECTED_LAYOUT}")
     header = _first_row(path)
     columns = _column_order(path, header)  # None: no header; else file column -> position
     has_labels = _has_labels(path, header, columns)
     if require_labels and not has_labels:
         raise PipelineError(
-            f"{path}: no label column; expected a labelled CSV (a `label` column, or 785 "
-            "columns without a header, label first)"
+            f"{path}: missing column '{LABEL_COLUMN}'; expected a labelled CSV (a `label` "
+            "column, or 785 columns without a header, label first)"
         )
     digits = _read_fast(path, header_lines=0 if columns is None else 1, has_labels=has_labels)
     if digits is None:
@@ -102,7 +104,8 @@ def _column_order(path: Path, first_row: list[str]) -> list[int] | None:
     duplicated = [name for name in first_row if first_row.count(name) > 1]
     missing = [name for name in PIXEL_COLUMNS if name not in first_row]
     if duplicated or missing:
-        problem = f"duplicated column '{duplicated[0]}'" if duplicated else f"no '{missing[0]}'"
+        problem = f"duplicated column '{duplicated[0]}'" if duplicated else "missing column"
+        problem = problem if duplicated else f"{problem} '{missing[0]}'"
         raise PipelineError(f"{path}: line 1: {problem} in the header; expected {EXPECTED_LAYOUT}")
     return [positions[name] for name in first_row]
 
@@ -174,11 +177,11 @@ def _read_precisely(path: Path, columns: list[int] | None, has_labels: bool) -> 
         if bad.any():
             column = int(np.argmax(bad))
             name = names[order[column]]
-            what = "a label 0-9" if name == LABEL_COLUMN else "a whole number 0-255"
-            cell = cells[column].strip()
-            got = repr(cells[column]) if cell else "an empty cell"
+            what = "labels as whole numbers 0-9" if name == LABEL_COLUMN else "pixel values"
+            what = what if name == LABEL_COLUMN else f"{what} as whole numbers 0-255"
             raise PipelineError(
-                f"{path}: line {line}, column {column + 1} ('{name}'): expected {what}, got {got}"
+                f"{path}: line {line}, column '{name}': expected {what}, "
+                f"got {_shown(cells[column])}"
             )
         row = np.zeros(PIXELS + 1)
         row[order] = values
@@ -204,6 +207,14 @@ def _data_rows(path: Path, skip_header: bool) -> Iterator[tuple[int, list[str]]]
             raise PipelineError(
                 f"{path}: line {reader.line_num}: not readable as CSV ({err})"
             ) from None
+
+
+def _shown(cell: str) -> str:
+    """A bad cell as the message shows it: numbers bare, text quoted."""
+    cell = cell.strip()
+    if not cell:
+        return "an empty cell"
+    return cell if _is_number(cell) else repr(cell)
 
 
 def _to_floats(cells: list[str]) -> np.ndarray:

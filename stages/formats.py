@@ -74,7 +74,7 @@ def _read_idx(
     if labels_path is None and require_labels:
         raise PipelineError(
             f"{path}: IDX images carry no labels; expected a labels file "
-            "(`data.train_labels`/`data.test_labels` in params.yaml, `--labels` for predict)"
+            "(`inputs.train_labels`/`inputs.test_labels` in params.yaml, `--labels` for predict)"
         )
     return read_idx_digits(path, labels_path)
 

@@ -1,6 +1,6 @@
 """Stage `prepare`: the user's digits in any format -> uint8 tensors in safetensors files.
 
-The inputs are the params `data.train` and `data.test` (by default the CSVs that `split`
+The inputs are the params `inputs.train` and `inputs.test` (by default the CSVs that `split`
 writes): CSV, IDX, an image folder or prepared tensors, see stages/formats.py.
 """
 

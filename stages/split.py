@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.csv_digits import write_csv_digits
-from stages.data_io import IMAGE_SIDE, Digits
+from stages.data_io import IMAGE_SIDE, Digits, write_digits_csv
 from stages.errors import PipelineError
 from stages.params import DataParams
 
@@ -49,6 +48,6 @@ def split_digits(digits: Digits, params: DataParams) -> tuple[Digits, Digits]:
 
 def run(params: DataParams, train_csv: Path, test_csv: Path) -> tuple[Digits, Digits]:
     train, test = split_digits(load_bundled_digits(), params)
-    write_csv_digits(train_csv, train)
-    write_csv_digits(test_csv, test)
+    write_digits_csv(train_csv, train.images, train.labels)
+    write_digits_csv(test_csv, test.images, test.labels)
     return train, test
