@@ -72,6 +72,7 @@ def _read_idx(
     if labels_path is None and find_sibling:
         labels_path = sibling_labels(path)
     if labels_path is None and require_labels:
+        read_idx_digits(path, None)  # a broken images file is the first thing to report
         raise PipelineError(
             f"{path}: IDX images carry no labels; expected a labels file "
             "(`inputs.train_labels`/`inputs.test_labels` in params.yaml, `--labels` for predict)"

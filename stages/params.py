@@ -84,7 +84,10 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise PipelineError(f"{source}: {_describe(err.errors()[0])}") from None
+        # A misspelt key shows up twice: as unknown and as missing. The unknown one
+        # carries the better message ("did you mean ...?"), so report it first.
+        errors = sorted(err.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        raise PipelineError(f"{source}: {_describe(errors[0])}") from None
 
 
 def _describe(error: dict) -> str:
