@@ -10,6 +10,7 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 
 from stages.data_io import Digits, load_prepared
+from stages.errors import PipelineError
 from stages.model import ModelConfig, build_model, save_model, scale_pixels
 from stages.params import ModelParams, TrainParams
 from stages.runtime import make_deterministic
@@ -40,7 +41,12 @@ def train_model(
     images = scale_pixels(torch.from_numpy(digits.images))  # (N, 1, 28, 28) float32
     labels = torch.from_numpy(digits.labels)  # (N,) int64
     n_images = len(labels)
-    batch_size = min(train_params.batch_size or n_images, n_images)
+    if train_params.batch_size is not None and train_params.batch_size > n_images:
+        raise PipelineError(
+            f"params.yaml: train.batch_size is {train_params.batch_size}, more than the "
+            f"{n_images} training images; expected at most {n_images}, or null for full batch"
+        )
+    batch_size = train_params.batch_size or n_images
 
     losses: list[float] = []
     for epoch in range(1, train_params.epochs + 1):

@@ -4,55 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.dvc_repo import commit_all, fresh_repo, run
 
 pytestmark = pytest.mark.slow
-
-# What a fresh clone has: everything but environments, caches and pipeline outputs.
-_NOT_COPIED = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "data",
-    "cache",
-    "tmp",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "*.egg-info",
-    "dvclive",
-)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # DVC runs `python -m stages ...`: make sure that is this interpreter.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env.update(
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    return env
-
-
-def run(repo: Path, *command: str) -> str:
-    result = subprocess.run(
-        command, cwd=repo, env=_env(), capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 def reproducible_hashes(repo: Path) -> dict[str, str]:
@@ -69,11 +28,7 @@ def reproducible_hashes(repo: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh copy of the project as its own git repo, after one `dvc repro`."""
-    repo = tmp_path_factory.mktemp("clone") / "mnist-pipeline"
-    shutil.copytree(REPO_ROOT, repo, ignore=_NOT_COPIED)
-    run(repo, "git", "init", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "fresh clone")
+    repo = fresh_repo(tmp_path_factory.mktemp("clone"))
     run(repo, "dvc", "repro")
     return repo
 
@@ -100,8 +55,7 @@ def test_forced_repro_gives_identical_hashes(repo):
 
 
 def test_experiment_then_metrics_diff(repo):
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline run")
+    commit_all(repo, "baseline run")
     output = run(repo, "dvc", "exp", "run", "-S", "train.epochs=2")
     assert "Running stage 'train'" in output
     assert "Running stage 'prepare'" not in output  # a training knob must not re-prepare
