@@ -127,3 +127,10 @@ def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
     with atomic_output(path) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new"
+
+
+def test_atomic_output_makes_ordinary_files(tmp_path):
+    path = tmp_path / "artifact.txt"
+    with atomic_output(path) as tmp:
+        tmp.write_text("new")
+    assert path.stat().st_mode & 0o044  # readable by group/others, as with open()
