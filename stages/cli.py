@@ -36,6 +36,10 @@ MODEL = Path("data/model.safetensors")
 PREDICTIONS = Path("data/predictions.csv")
 METRICS = Path("metrics/metrics.json")
 LIVE_DIR = Path("dvclive")
+CONFUSION_TABLE = Path("plots/confusion.csv")
+DIGIT_ACCURACY_TABLE = Path("plots/digit_accuracy.csv")
+PICTURES = Path("plots/pictures")
+OFFLINE_PLOTS_TEMPLATE = Path(".dvc/offline_plots.html")
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Params file (validated before anything runs).")
@@ -85,8 +89,26 @@ def split(
 @app.command()
 @_fail_cleanly
 def prepare(
-    train_csv: Annotated[Path, typer.Option(help="Labelled training CSV.")] = RAW_TRAIN,
-    test_csv: Annotated[Path, typer.Option(help="Labelled test CSV.")] = RAW_TEST,
+    train_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-data", "--train-csv", help="Labelled training digits (default: inputs.train)."
+        ),
+    ] = None,
+    test_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--test-data", "--test-csv", help="Labelled test digits (default: inputs.test)."
+        ),
+    ] = None,
+    train_labels: Annotated[
+        Path | None,
+        typer.Option(help="IDX labels of --train-data (default: inputs.train_labels)."),
+    ] = None,
+    test_labels: Annotated[
+        Path | None,
+        typer.Option(help="IDX labels of --test-data (default: inputs.test_labels)."),
+    ] = None,
     train_out: Annotated[
         Path, typer.Option(help="Where to write the training tensors.")
     ] = PREPARED_TRAIN,
@@ -95,14 +117,22 @@ def prepare(
     ] = PREPARED_TEST,
     params: ParamsOption = PARAMS,
 ) -> None:
-    """Validate the CSVs and write them as tensors: uint8 images (N,1,28,28), int64 labels.
+    """Validate the training and test digits and write them as tensors (uint8, int64 labels).
 
-    Reads no params (the file is still validated). Writes safetensors files under data/prepared/.
+    Reads params `inputs.train`, `inputs.test`, `inputs.train_labels`, `inputs.test_labels`: CSV
+    (with or without header), IDX (raw or .gz) with its labels file, a folder of images in
+    subfolders 0..9, or .safetensors. Writes safetensors files under data/prepared/.
     """
     from stages import prepare as stage
 
-    load_params(params)
-    train, test = stage.run(train_csv, test_csv, train_out, test_out)
+    inputs = load_params(params).inputs
+    if train_data is None:  # from params: the labels param is the data path unless IDX
+        train_data = Path(inputs.train)
+        train_labels = train_labels or stage.labels_file(train_data, Path(inputs.train_labels))
+    if test_data is None:
+        test_data = Path(inputs.test)
+        test_labels = test_labels or stage.labels_file(test_data, Path(inputs.test_labels))
+    train, test = stage.run(train_data, test_data, train_out, test_out, train_labels, test_labels)
     _say(f"prepared {len(train.images)} training and {len(test.images)} test images")
 
 
@@ -147,10 +177,16 @@ def predict(
         Path,
         typer.Option(
             "--input",
-            help="Digits to classify: prepared .safetensors, or a CSV in the "
-            "tutorial's format with or without a label column.",
+            help="Digits to classify: a CSV (label optional, header optional), IDX images "
+            "(raw or .gz), an image file or a folder of images, or prepared .safetensors.",
         ),
     ] = PREPARED_TEST,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="IDX labels for IDX --input (default: the *-labels-idx1-ubyte file beside it)."
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Where to write the predictions CSV.")] = PREDICTIONS,
     model: Annotated[Path, typer.Option(help="Model file written by `train`.")] = MODEL,
     params: ParamsOption = PARAMS,
@@ -158,11 +194,12 @@ def predict(
     """Classify digits and write the predictions table.
 
     Reads params `runtime.threads`. Writes a CSV with `Predicted Value`, `True Value` (when
-    the input is labelled), `Confidence` and the class probabilities `prob_0`..`prob_9`.
+    the input is labelled), `Confidence` and the class probabilities `prob_0`..`prob_9`;
+    for image input a first column `File` names each row's image.
     """
     from stages import predict as stage
 
-    table = stage.run(model, input, output, load_params(params).runtime.threads)
+    table = stage.run(model, input, output, load_params(params).runtime.threads, labels)
     _say(f"wrote {len(table)} predictions to {output}")
 
 
@@ -172,16 +209,52 @@ def evaluate(
     predictions: Annotated[
         Path, typer.Option(help="Labelled predictions CSV written by `predict`.")
     ] = PREDICTIONS,
+    test_data: Annotated[
+        Path, typer.Option(help="Prepared test tensors the predictions were made on.")
+    ] = PREPARED_TEST,
     metrics: Annotated[Path, typer.Option(help="Where to write the metrics JSON.")] = METRICS,
+    confusion_table: Annotated[
+        Path, typer.Option(help="Where to write the confusion plot's table (actual, predicted).")
+    ] = CONFUSION_TABLE,
+    digit_accuracy_table: Annotated[
+        Path, typer.Option(help="Where to write the per-digit accuracy plot's table.")
+    ] = DIGIT_ACCURACY_TABLE,
+    pictures: Annotated[
+        Path, typer.Option(help="Folder for the PNG pictures (confusion, mistakes, confidence).")
+    ] = PICTURES,
     params: ParamsOption = PARAMS,
 ) -> None:
-    """Score the predictions and write the metrics JSON (accuracy, log loss, image count).
+    """Score the predictions: metrics JSON, tables for `dvc plots`, and PNG pictures.
 
-    Reads no params (the file is still validated). Writes metrics/metrics.json for
-    `dvc metrics show` and `dvc metrics diff`.
+    Reads no params (the file is still validated), the predictions and the test images.
+    Writes metrics/metrics.json (accuracy, precision/recall/F1, log loss, image count),
+    plots/confusion.csv and plots/digit_accuracy.csv, and three PNGs in plots/pictures/.
     """
     from stages import evaluate as stage
 
     load_params(params)
-    scores = stage.run(predictions, metrics)
+    plots = stage.PlotPaths(test_data, confusion_table, digit_accuracy_table, pictures)
+    scores = stage.run(predictions, metrics, plots)
     _say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")
+
+
+@app.command("plots-template")
+@_fail_cleanly
+def plots_template(
+    output: Annotated[
+        Path, typer.Option(help="Where to write the HTML template.")
+    ] = OFFLINE_PLOTS_TEMPLATE,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Write the HTML template that makes `dvc plots show` draw charts offline.
+
+    Reads no params (the file is still validated). Needs the `vl-convert-python` package
+    (in the `test` extra) for the Vega, Vega-Lite and vega-embed JavaScript it embeds. The
+    template is committed; run this only to upgrade those libraries. .dvc/config points
+    `plots.html_template` at it.
+    """
+    from stages import offline_plots
+
+    load_params(params)
+    size = offline_plots.run(output)
+    _say(f"wrote {output} ({size / 1e6:.1f} MB)")

@@ -1,4 +1,6 @@
-"""Readers and writers for digit data: the tutorial's CSV format and the prepared tensors.
+"""Shared data plumbing: the Digits type, atomic writes, prepared tensors, predictions table.
+
+The input formats (CSV, IDX, image folders) live in stages/formats.py and the modules it uses.
 
 Images travel through the pipeline as uint8 arrays of shape (N, 1, 28, 28) with values
 0-255 and labels as int64 arrays of shape (N,). Scaling to floats happens in the model
@@ -23,7 +25,6 @@ IMAGE_SIDE = 28
 PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784
 LABEL_COLUMN = "label"
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(PIXELS)]
-SEED_HEADER = f"{LABEL_COLUMN},pixel0,...,pixel{PIXELS - 1}"
 N_CLASSES = 10
 
 # The predictions table: the tutorial's two columns, then the confidence and the ten
@@ -37,6 +38,8 @@ PROBABILITY_COLUMNS = [f"prob_{digit}" for digit in range(N_CLASSES)]
 class Digits(NamedTuple):
     images: np.ndarray  # (N, 1, 28, 28) uint8, 0-255
     labels: np.ndarray | None  # (N,) int64 in 0-9, or None for unlabelled input
+    # (N,) file names, for digits read from image files; the predictions table shows them.
+    sources: list[str] | None = None
 
 
 @contextlib.contextmanager
@@ -50,6 +53,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_current_umask())  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield tmp
         os.replace(tmp, path)
@@ -57,30 +61,26 @@ def atomic_output(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def read_digits_csv(path: Path, require_labels: bool = False) -> Digits:
-    """Read a CSV in the tutorial's format: optional `label`, then `pixel0`...`pixel783`."""
-    path = Path(path)
-    table = _read_table(path)
-    _check_columns(path, table, require_labels)
-    if table.empty:
-        raise PipelineError(f"{path}: has a header but no rows; expected at least one image")
-    pixels = _whole_numbers(path, table, PIXEL_COLUMNS, low=0, high=255, what="pixel values")
-    images = pixels.astype(np.uint8).reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
-    labels = None
-    if LABEL_COLUMN in table.columns:
-        labels = _whole_numbers(path, table, [LABEL_COLUMN], low=0, high=9, what="labels")
-        labels = labels.reshape(-1).astype(np.int64)
-    return Digits(images, labels)
+    """A CSV of digits, any layout (see stages/csv_digits.py, where the CSV code lives)."""
+    from stages.csv_digits import read_csv_digits  # here, not on top: it imports this module
+
+    return read_csv_digits(path, require_labels)
 
 
-def write_digits_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write images and labels in the tutorial's CSV format, atomically."""
-    table = pd.DataFrame(
-        images.reshape(len(images), PIXELS).astype(np.uint8), columns=PIXEL_COLUMNS
-    )
-    table.insert(0, LABEL_COLUMN, labels.astype(np.int64))
-    with atomic_output(path) as tmp:
-        table.to_csv(tmp, index=False)
+def write_digits_csv(
+    path: Path, images: np.ndarray, labels: np.ndarray | None, header: bool = True
+) -> None:
+    """Write images and labels as CSV, atomically: the tutorial's layout by default."""
+    from stages.csv_digits import write_csv_digits
+
+    write_csv_digits(path, Digits(images, labels), header)
 
 
 def save_prepared(path: Path, digits: Digits) -> None:
@@ -129,24 +129,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path}: file is empty; expected a CSV header line") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: not a readable CSV ({str(err).strip()})") from None
-
-
-def _check_columns(path: Path, table: pd.DataFrame, require_labels: bool) -> None:
-    columns = [str(column) for column in table.columns]
-    expected = set(PIXEL_COLUMNS) | {LABEL_COLUMN}
-    unexpected = [column for column in columns if column not in expected]
-    if unexpected:
-        raise PipelineError(
-            f"{path}: unexpected column '{unexpected[0]}' in the header; expected {SEED_HEADER}"
-        )
-    missing = [column for column in PIXEL_COLUMNS if column not in columns]
-    if missing:
-        raise PipelineError(
-            f"{path}: missing column '{missing[0]}' ({len(columns)} columns found); "
-            f"expected {SEED_HEADER}"
-        )
-    if require_labels and LABEL_COLUMN not in columns:
-        raise PipelineError(f"{path}: missing column '{LABEL_COLUMN}'; expected {SEED_HEADER}")
 
 
 def _whole_numbers(

@@ -155,7 +155,10 @@ def load_model(path: Path) -> tuple[nn.Module, ModelConfig]:
             "because loading them can run code"
         ) from None
     config = _config_from_metadata(path, metadata)
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except PipelineError as err:  # e.g. an architecture this version does not know
+        raise PipelineError(f"{path}: {err}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -23,6 +23,17 @@ class DataParams(_Section):
     seed: int = Field(ge=0, description="seed of the train/test split")
 
 
+class InputParams(_Section):
+    """What `prepare` reads: CSV, IDX (raw or .gz), an image folder or prepared tensors."""
+
+    train: str = Field(min_length=1, description="training digits (a file or folder)")
+    test: str = Field(min_length=1, description="test digits (a file or folder)")
+    # For IDX images, the *-labels-idx1-ubyte[.gz] file; otherwise the data path itself,
+    # since CSV, image folders and tensors carry their labels. Never null: DVC tracks it.
+    train_labels: str = Field(min_length=1, description="labels of inputs.train")
+    test_labels: str = Field(min_length=1, description="labels of inputs.test")
+
+
 class ModelParams(_Section):
     arch: Literal["mlp", "cnn"] = Field(description="mlp = the tutorial's network, cnn = conv net")
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
@@ -80,6 +91,7 @@ class RuntimeParams(_Section):
 
 class Params(_Section):
     data: DataParams
+    inputs: InputParams
     model: ModelParams
     train: TrainParams
     runtime: RuntimeParams

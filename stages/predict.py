@@ -19,13 +19,12 @@ from stages.data_io import (
     PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     TRUE_COLUMN,
-    Digits,
-    load_prepared,
-    read_digits_csv,
     write_predictions,
 )
+from stages.formats import read_digits
 from stages.model import load_model, scale_pixels
 
+FILE_COLUMN = "File"  # only for image input: the file each row came from
 # Enough to bound memory on large inputs (60,000 images) without slowing small ones.
 _INFERENCE_BATCH = 4096
 
@@ -40,9 +39,16 @@ def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
     return torch.cat(chunks).numpy()
 
 
-def predictions_table(probabilities: np.ndarray, labels: np.ndarray | None) -> pd.DataFrame:
-    """One row per image: prediction, true label if known, confidence, class probabilities."""
+def predictions_table(
+    probabilities: np.ndarray, labels: np.ndarray | None, sources: list[str] | None = None
+) -> pd.DataFrame:
+    """One row per image: prediction, true label if known, confidence, class probabilities.
+
+    For digits read from image files, a first column `File` names the file of each row.
+    """
     table = pd.DataFrame({PREDICTED_COLUMN: probabilities.argmax(axis=1).astype(np.int64)})
+    if sources is not None:
+        table.insert(0, FILE_COLUMN, sources)
     if labels is not None:
         table[TRUE_COLUMN] = labels
     table[CONFIDENCE_COLUMN] = probabilities.max(axis=1)
@@ -50,18 +56,17 @@ def predictions_table(probabilities: np.ndarray, labels: np.ndarray | None) -> p
     return table
 
 
-def read_input(path: Path) -> Digits:
-    """Prepared tensors (.safetensors) or a CSV in the tutorial's format, labelled or not."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_prepared(path)
-    return read_digits_csv(path)
-
-
-def run(model_path: Path, input_path: Path, output_path: Path, threads: int) -> pd.DataFrame:
+def run(
+    model_path: Path,
+    input_path: Path,
+    output_path: Path,
+    threads: int,
+    labels_path: Path | None = None,
+) -> pd.DataFrame:
     torch.set_num_threads(threads)
     model, _ = load_model(model_path)
-    digits = read_input(input_path)
-    table = predictions_table(class_probabilities(model, digits.images), digits.labels)
+    digits = read_digits(input_path, labels_path)  # any format; labels optional
+    probabilities = class_probabilities(model, digits.images)
+    table = predictions_table(probabilities, digits.labels, digits.sources)
     write_predictions(output_path, table)
     return table

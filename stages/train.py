@@ -112,8 +112,13 @@ def train_model(
     val_images = standardize(unit_images[val_indices]).contiguous(memory_format=memory_format)
     val_labels = labels[val_indices]
 
-    n_train = len(train_labels)
-    batch_size = min(train_params.batch_size or n_train, n_train)
+    n_train = len(train_labels)  # after the validation split
+    if train_params.batch_size is not None and train_params.batch_size > n_train:
+        raise PipelineError(
+            f"params.yaml: train.batch_size is {train_params.batch_size}, more than the "
+            f"{n_train} training images; expected at most {n_train}, or null for full batch"
+        )
+    batch_size = train_params.batch_size or n_train
     steps_per_epoch = math.ceil(n_train / batch_size)
     optimizer = make_optimizer(model.parameters(), train_params)
     schedule = make_schedule(optimizer, train_params, train_params.epochs * steps_per_epoch)

@@ -127,3 +127,12 @@ def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
     with atomic_output(path) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new"
+
+
+def test_atomic_output_makes_ordinary_files(tmp_path):
+    path = tmp_path / "artifact.txt"
+    with atomic_output(path) as tmp:
+        tmp.write_text("new")
+    reference = tmp_path / "reference.txt"
+    reference.write_text("made with open()")
+    assert path.stat().st_mode == reference.stat().st_mode

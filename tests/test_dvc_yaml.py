@@ -38,8 +38,19 @@ def test_every_stage_calls_the_command_of_its_name():
 
 def test_cli_default_paths_are_the_paths_in_dvc_yaml():
     for name, stage in PIPELINE.items():
-        data_paths = {path for path in _stage_paths(stage) if not path.startswith("stages/")}
+        data_paths = {
+            path
+            for path in _stage_paths(stage)
+            if not path.startswith(("stages/", "${"))  # ${...}: paths that come from params
+        }
         assert _path_defaults(name) == data_paths, name
+
+
+def test_paths_from_params_are_declared_params_of_their_stage():
+    for name, stage in PIPELINE.items():
+        for path in _stage_paths(stage):
+            if path.startswith("${"):
+                assert path.removeprefix("${").removesuffix("}") in stage["params"], name
 
 
 def test_every_stage_depends_on_its_own_code():

@@ -1,0 +1,195 @@
+"""Evaluate's full report: metrics, the tables behind `dvc plots`, and the PNG pictures."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages import pictures
+from stages.cli import app
+from stages.data_io import (
+    CONFIDENCE_COLUMN,
+    PREDICTED_COLUMN,
+    PROBABILITY_COLUMNS,
+    TRUE_COLUMN,
+    Digits,
+    save_prepared,
+    write_predictions,
+)
+from stages.errors import PipelineError
+from stages.evaluate import (
+    PlotPaths,
+    compute_metrics,
+    confusion_table,
+    digit_accuracy_table,
+    run,
+    scored_from_table,
+)
+from tests.conftest import REPO_ROOT, synthetic_digits
+
+PICTURE_NAMES = {"confusion.png", "mistakes.png", "confidence.png"}
+
+
+def predictions_for(labels: np.ndarray, seed: int = 0, hit_rate: float = 0.7) -> pd.DataFrame:
+    """A predictions table as `predict` writes it: random probabilities, mostly right.
+
+    Built without torch (stages.predict imports it) so these tests stay fast.
+    """
+    rng = np.random.default_rng(seed)
+    n_images = len(labels)
+    logits = rng.normal(size=(n_images, 10))  # (N, 10)
+    right = rng.random(n_images) < hit_rate
+    logits[right, labels[right]] += 4  # make the true class win for about hit_rate of rows
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    table = pd.DataFrame({PREDICTED_COLUMN: probabilities.argmax(axis=1)})
+    table[TRUE_COLUMN] = labels
+    table[CONFIDENCE_COLUMN] = probabilities.max(axis=1)
+    table[PROBABILITY_COLUMNS] = probabilities
+    return table
+
+
+@pytest.fixture
+def evaluated(tmp_path):
+    """Test digits, their predictions on disk, and where evaluate should write."""
+    digits = synthetic_digits(80)
+    test_path = tmp_path / "test.safetensors"
+    save_prepared(test_path, digits)
+    predictions = tmp_path / "predictions.csv"
+    write_predictions(predictions, predictions_for(digits.labels))
+    plots = PlotPaths(
+        test_path, tmp_path / "confusion.csv", tmp_path / "digits.csv", tmp_path / "pics"
+    )
+    return predictions, tmp_path / "metrics.json", plots
+
+
+def test_metrics_hold_macro_and_per_digit_scores_rounded():
+    labels = np.arange(200) % 10
+    metrics = compute_metrics(predictions_for(labels))
+    assert set(metrics) == {"accuracy", "log_loss", "test_images", "macro", "per_digit"}
+    assert set(metrics["macro"]) == {"precision", "recall", "f1"}
+    assert list(metrics["per_digit"]) == [str(digit) for digit in range(10)]
+    fractions = [metrics["accuracy"], *metrics["macro"].values()]
+    fractions += [v for scores in metrics["per_digit"].values() for v in scores.values()]
+    assert all(0 <= value <= 1 for value in fractions)
+    assert metrics["log_loss"] > 0
+    assert all(value == round(value, 4) for value in [*fractions, metrics["log_loss"]])
+    # Macro F1 is the plain mean of the ten per-digit F1 scores (up to rounding).
+    mean_f1 = np.mean([scores["f1"] for scores in metrics["per_digit"].values()])
+    assert metrics["macro"]["f1"] == pytest.approx(mean_f1, abs=1e-3)
+
+
+def test_perfect_predictions_score_one_everywhere():
+    labels = np.arange(30) % 10
+    metrics = compute_metrics(predictions_for(labels, hit_rate=1.0))
+    assert metrics["accuracy"] == 1.0
+    assert metrics["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert all(scores["recall"] == 1.0 for scores in metrics["per_digit"].values())
+
+
+def test_a_digit_never_predicted_scores_zero_without_warning_or_nan():
+    labels = np.arange(40) % 10
+    table = predictions_for(labels, hit_rate=1.0)
+    never_seven = table[PREDICTED_COLUMN] == 7
+    table.loc[never_seven, PREDICTED_COLUMN] = 1  # now no image is predicted as a 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's UndefinedMetricWarning would fail here
+        metrics = compute_metrics(table)
+    assert metrics["per_digit"]["7"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert "NaN" not in json.dumps(metrics)
+
+
+def test_plot_tables_agree_with_the_metrics():
+    labels = np.arange(100) % 10
+    table = predictions_for(labels, seed=3)
+    scored = scored_from_table(table)
+    metrics = compute_metrics(table)
+    confusion = confusion_table(scored)
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == 100
+    assert (confusion["actual"] == confusion["predicted"]).mean() == metrics["accuracy"]
+    per_digit = digit_accuracy_table(scored)
+    assert list(per_digit["digit"]) == list(range(10))
+    assert per_digit["images"].sum() == 100
+    # The accuracy on one digit's images is that digit's recall.
+    recalls = [metrics["per_digit"][str(d)]["recall"] for d in range(10)]
+    assert list(per_digit["accuracy"]) == pytest.approx(recalls, abs=1e-4)
+
+
+def test_worst_mistakes_are_wrong_and_most_confident_first():
+    labels = np.arange(300) % 10
+    scored = scored_from_table(predictions_for(labels, seed=1, hit_rate=0.5))
+    shown = pictures.worst_mistakes(scored)
+    confidence = scored.probabilities.max(axis=1)
+    assert len(shown) == pictures.MISTAKES_SHOWN
+    assert np.all(scored.predicted[shown] != scored.labels[shown])
+    assert np.all(np.diff(confidence[shown]) <= 0)
+    others = np.setdiff1d(np.flatnonzero(scored.predicted != scored.labels), shown)
+    assert confidence[others].max() <= confidence[shown].min()
+
+
+def test_run_writes_every_output_byte_identical_twice(evaluated, tmp_path):
+    predictions, metrics_path, plots = evaluated
+    run(predictions, metrics_path, plots)
+    outputs = [metrics_path, plots.confusion_table, plots.digit_accuracy_table]
+    outputs += [plots.pictures / name for name in sorted(PICTURE_NAMES)]
+    first = {path: path.read_bytes() for path in outputs}
+    run(predictions, metrics_path, plots)
+    assert {path: path.read_bytes() for path in outputs} == first
+    assert {path.name for path in plots.pictures.iterdir()} == PICTURE_NAMES
+
+
+def test_pictures_are_large_pngs_without_varying_metadata(evaluated):
+    predictions, metrics_path, plots = evaluated
+    run(predictions, metrics_path, plots)
+    for name in PICTURE_NAMES:
+        data = (plots.pictures / name).read_bytes()
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "PNG"
+        assert min(image.size) >= 400, name
+        assert b"matplotlib" not in data.lower()  # no `Software: matplotlib x.y` chunk
+
+
+def test_a_gallery_without_mistakes_still_draws():
+    labels = np.arange(20) % 10
+    scored = scored_from_table(predictions_for(labels, hit_rate=1.0))
+    digits = synthetic_digits(20)
+    image = Image.open(
+        io.BytesIO(pictures.png_bytes(pictures.mistakes_figure(scored, digits.images)))
+    )
+    assert min(image.size) >= 400
+
+
+def test_predictions_of_other_test_images_are_refused_and_nothing_written(evaluated):
+    predictions, metrics_path, plots = evaluated
+    save_prepared(plots.test_images, synthetic_digits(79))
+    with pytest.raises(PipelineError, match=r"has 80 rows but .*test.safetensors holds 79"):
+        run(predictions, metrics_path, plots)
+    assert not metrics_path.exists()
+    digits = synthetic_digits(80)
+    relabelled = Digits(digits.images, (digits.labels + 1) % 10)
+    save_prepared(plots.test_images, relabelled)
+    with pytest.raises(PipelineError, match=r"line 2, column 'True Value': got 0 but image 0"):
+        run(predictions, metrics_path, plots)
+    assert not metrics_path.exists()
+
+
+def test_cli_evaluate_writes_the_report(evaluated, tmp_path):
+    predictions, metrics_path, plots = evaluated
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    args = ["evaluate", "--params", str(tmp_path / "params.yaml")]
+    args += ["--predictions", str(predictions), "--test-data", str(plots.test_images)]
+    args += ["--metrics", str(metrics_path), "--confusion-table", str(plots.confusion_table)]
+    args += ["--digit-accuracy-table", str(plots.digit_accuracy_table)]
+    args += ["--pictures", str(plots.pictures)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert json.loads(metrics_path.read_text())["test_images"] == 80
+    assert {path.name for path in plots.pictures.iterdir()} == PICTURE_NAMES
