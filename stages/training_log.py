@@ -7,22 +7,25 @@ its plots and its metrics.json are declared at the top level of dvc.yaml for
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import TracebackType
 
+from stages.data_io import atomic_output
 from stages.train import EpochReport, EpochStats
+
+TIMING_FILE = "timing.json"
 
 
 class TrainingLog:
     """A DVCLive run that records each epoch's stats, then forwards them to `report`."""
 
     def __init__(self, live_dir: Path, report: EpochReport | None = None) -> None:
-        from dvclive import Live
-
         # dvcyaml=None: our dvc.yaml declares the plots by hand, DVCLive must not edit it.
         # save_dvc_exp=False: `dvc exp run` makes the experiment; a plain `train` makes none.
-        self._live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        self._live = _files_only_live(live_dir)
         self._report = report
+        self._timing_path = Path(live_dir) / TIMING_FILE
 
     def __enter__(self) -> TrainingLog:
         return self
@@ -50,9 +53,31 @@ class TrainingLog:
             self._report(stats)
 
     def finish(self, kept_epoch: int, train_seconds: float, images_seen: int) -> None:
-        """Add the run's totals to the summary (dvclive/metrics.json)."""
+        """Record the kept epoch in the summary, and the run's timings in their own file.
+
+        Timings go to `timing.json` (a path containing "timing"), apart from every
+        byte-stable metric, so `dvc metrics show` lists them without polluting the rest.
+        """
         self._live.summary["kept_epoch"] = kept_epoch
-        self._live.summary["timing"] = {
+        timing = {
             "train_seconds": round(train_seconds, 3),
             "images_per_second": round(images_seen / train_seconds, 1),
         }
+        with atomic_output(self._timing_path) as tmp:
+            tmp.write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")
+
+
+def _files_only_live(live_dir: Path):  # -> dvclive.Live
+    """A DVCLive logger that only writes its files, without its own DVC/git integration.
+
+    dvc.yaml already declares the folder, its plots and metrics, so that integration adds
+    nothing here; and DVCLive 3.x crashes ("Empty git repo") in a git repo that has no
+    commit yet, as a fresh `git init` of the project has.
+    """
+    from dvclive import Live
+
+    class FilesOnlyLive(Live):
+        def _init_dvc(self) -> None:
+            pass
+
+    return FilesOnlyLive(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)

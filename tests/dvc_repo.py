@@ -51,14 +51,15 @@ def run(repo: Path, *command: str) -> str:
     return result.stdout + result.stderr
 
 
-def fresh_repo(parent: Path, params: dict | None = None) -> Path:
-    """Copy the project into `parent`, optionally with other params, and commit it."""
+def fresh_repo(parent: Path, params: dict | None = None, commit: bool = True) -> Path:
+    """Copy the project into `parent` as a new git repo, optionally with other params."""
     repo = parent / "mnist-pipeline"
     shutil.copytree(REPO_ROOT, repo, ignore=_NOT_COPIED)
     if params is not None:
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "init", "-q")
-    commit_all(repo, "fresh clone")
+    if commit:
+        commit_all(repo, "fresh clone")
     return repo
 
 

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_push_pull_then_nothing_to_reproduce(tmp_path, tiny_params):
-    first = fresh_repo(tmp_path / "first", tiny_params)
+    # No commit yet: `git init` then `dvc repro` must work, as after unpacking an archive.
+    first = fresh_repo(tmp_path / "first", tiny_params, commit=False)
     remote = tmp_path / "shared-remote"  # a shared folder; S3 or SSH work the same way
     run(first, "dvc", "repro")
     run(first, "dvc", "remote", "add", "--default", "shared", str(remote))
