@@ -49,3 +49,12 @@ def tiny_params(repo_params: dict) -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def replace_cell(path: Path, line: int, column: int, value: str) -> None:
+    """Overwrite one cell of a CSV file; `line` counts from 1, the header included."""
+    lines = path.read_text().splitlines()
+    cells = lines[line - 1].split(",")
+    cells[column] = value
+    lines[line - 1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")

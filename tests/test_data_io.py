@@ -14,6 +14,7 @@ from stages.data_io import (
     write_digits_csv,
 )
 from stages.errors import PipelineError
+from tests.conftest import replace_cell
 
 
 def test_csv_round_trip_keeps_every_pixel(tmp_path, digits):
@@ -40,14 +41,6 @@ def test_csv_without_label_column_is_unlabelled(tmp_path, digits):
         read_digits_csv(path, require_labels=True)
 
 
-def _corrupt_cell(path, line: int, column: int, value: str) -> None:
-    lines = path.read_text().splitlines()
-    cells = lines[line - 1].split(",")
-    cells[column] = value
-    lines[line - 1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
@@ -66,7 +59,7 @@ def _corrupt_cell(path, line: int, column: int, value: str) -> None:
 def test_bad_cells_are_located(tmp_path, digits, column, value, message):
     path = tmp_path / "train.csv"
     write_digits_csv(path, digits.images, digits.labels)
-    _corrupt_cell(path, line=3, column=column, value=value)
+    replace_cell(path, line=3, column=column, value=value)
     with pytest.raises(PipelineError, match=message):
         read_digits_csv(path)
 

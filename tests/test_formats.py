@@ -17,6 +17,7 @@ from stages.data_io import PIXEL_COLUMNS, Digits, save_prepared
 from stages.errors import PipelineError
 from stages.formats import read_digits
 from stages.idx import write_idx, write_idx_digits
+from tests.conftest import replace_cell
 
 
 def make_digits(n_images: int = 12, seed: int = 0, labelled: bool = True) -> Digits:
@@ -117,13 +118,6 @@ def _written_csv(tmp_path: Path, header: bool = True) -> tuple[Path, list[str]]:
     return path, path.read_text().splitlines()
 
 
-def _with_cell(path: Path, lines: list[str], line: int, column: int, value: str) -> None:
-    cells = lines[line - 1].split(",")
-    cells[column] = value
-    lines[line - 1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.parametrize(
     ("column", "value", "fragments"),
     [
@@ -137,8 +131,8 @@ def _with_cell(path: Path, lines: list[str], line: int, column: int, value: str)
 )
 @pytest.mark.parametrize("header", [True, False])
 def test_bad_cell_is_located(tmp_path, header, column, value, fragments):
-    path, lines = _written_csv(tmp_path, header)
-    _with_cell(path, lines, line=4, column=column, value=value)
+    path, _ = _written_csv(tmp_path, header)
+    replace_cell(path, line=4, column=column, value=value)
     fails(path, *fragments)  # lines of the file, counted from 1, header or not
 
 

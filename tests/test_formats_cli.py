@@ -15,20 +15,8 @@ from typer.testing import CliRunner
 
 from stages.cli import app
 from stages.csv_digits import write_csv_digits
-from stages.data_io import Digits
 from stages.idx import write_idx, write_idx_digits
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _digits(n_images: int = 40, seed: int = 0) -> Digits:
-    """Learnable fake digits: each class lights its own band."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_images, dtype=np.int64) % 10
-    images = rng.integers(0, 60, size=(n_images, 1, 28, 28), dtype=np.uint8)
-    for index, label in enumerate(labels):
-        images[index, 0, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
-    return Digits(images, labels)
+from tests.conftest import REPO_ROOT, synthetic_digits
 
 
 @pytest.fixture
@@ -40,8 +28,8 @@ def workdir(tmp_path, monkeypatch) -> Path:
     params["runtime"]["threads"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    write_csv_digits(Path("data/raw/train.csv"), _digits())
-    write_csv_digits(Path("data/raw/test.csv"), _digits(20, seed=1))
+    write_csv_digits(Path("data/raw/train.csv"), synthetic_digits(40))
+    write_csv_digits(Path("data/raw/test.csv"), synthetic_digits(20, seed=1))
     for command in ("prepare", "train", "predict"):
         assert CliRunner().invoke(app, [command]).exit_code == 0
     return tmp_path
@@ -74,7 +62,7 @@ def assert_clean_failure(args: list[str], *fragments: str) -> None:
 
 
 def _bad_csv(path: Path) -> None:
-    write_csv_digits(path, _digits(5))
+    write_csv_digits(path, synthetic_digits(5))
     lines = path.read_text().splitlines()
     lines[3] = lines[3].replace(",0,", ",x,", 1)
     path.write_text("\n".join(lines) + "\n")
@@ -97,7 +85,7 @@ def test_prepare_refuses_bad_training_data(workdir, make_bad, fragments):
 
 
 def test_prepare_refuses_idx_with_mismatched_labels_named_in_params(workdir):
-    write_idx_digits(Path("imgs-idx3-ubyte"), Path("labs-idx1-ubyte.gz"), _digits(10))
+    write_idx_digits(Path("imgs-idx3-ubyte"), Path("labs-idx1-ubyte.gz"), synthetic_digits(10))
     write_idx(Path("labs-idx1-ubyte.gz"), np.zeros(9, np.uint8), compress=True)
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["inputs"].update(train="imgs-idx3-ubyte", train_labels="labs-idx1-ubyte.gz")
@@ -170,7 +158,7 @@ def test_model_of_wrong_shape_or_arch_is_refused(workdir):
 
 
 def test_predict_reads_every_format(workdir):
-    digits = _digits(10, seed=2)
+    digits = synthetic_digits(10, seed=2)
     write_csv_digits(Path("plain.csv"), digits, header=False)
     write_idx_digits(Path("t10k-images-idx3-ubyte.gz"), Path("t10k-labels-idx1-ubyte.gz"), digits)
     Path("photos").mkdir()
