@@ -183,3 +183,13 @@ def test_kill_9_then_the_same_command_finishes_with_the_same_model(tmp_path, tin
     assert os.listdir(killed / "data/checkpoint") == [".gitignore"]
     rows = (killed / "dvclive/plots/metrics/val/accuracy.tsv").read_text().splitlines()
     assert len(rows) == 1 + 8
+
+
+def test_dvc_yaml_keeps_the_checkpoint_folder_between_runs():
+    import yaml
+
+    outs = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]["outs"]
+    declared = {next(iter(out)): out[next(iter(out))] for out in outs if isinstance(out, dict)}
+    assert declared["data/checkpoint"] == {"persist": True, "cache": False}
+    # The committed folder holds exactly what a finished run leaves, so clones are clean.
+    assert (REPO_ROOT / "data/checkpoint/.gitignore").read_text() == GITIGNORE
