@@ -151,8 +151,11 @@ def restore(
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
     generators: dict[str, torch.Generator],
     cluster: Cluster,
-) -> None:
-    """Put the saved state back into freshly built objects, this rank's RNG included."""
+) -> dict[str, torch.Tensor] | None:
+    """Put the saved state back into freshly built objects, this rank's RNG included.
+
+    Returns the best weights so far (keep=best) on the training device, or None.
+    """
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])  # moves its tensors to the params
     if schedule is not None:
@@ -163,6 +166,8 @@ def restore(
     torch.set_rng_state(rng["torch"][cluster.rank])
     if cluster.device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"][cluster.rank], cluster.device)
+    best = checkpoint["best_model"]
+    return None if best is None else {name: t.to(cluster.device) for name, t in best.items()}
 
 
 def _decode(payload: bytes) -> tuple[Checkpoint | None, str | None]:

@@ -109,7 +109,7 @@ def train_model(
     history: list[EpochStats] = []
     best_state: dict[str, torch.Tensor] | None = None
     if resume is not None:
-        restore(
+        best_state = restore(
             resume,
             model=model,
             optimizer=optimizer,
@@ -118,7 +118,6 @@ def train_model(
             cluster=cluster,
         )
         history = [EpochStats(**stats) for stats in resume["history"]]
-        best_state = _on(device, resume["best_model"])
     amp = autocast(device, bf16)
     for epoch in range(len(history) + 1, train_params.epochs + 1):
         started = time.perf_counter()
@@ -219,10 +218,6 @@ def _train_epoch(
         correct += (log_probs.argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
     return totals[0], int(totals[1]), lr
-
-
-def _on(device: torch.device, state: dict[str, torch.Tensor] | None):
-    return None if state is None else {name: t.to(device) for name, t in state.items()}
 
 
 def best_epoch(history: list[EpochStats]) -> int:
