@@ -22,8 +22,18 @@ def random_affine(
     Works on unscaled pixels so that the zeros grid_sample pads with are background.
     Always draws 4 numbers per image, so the random stream does not depend on the values.
     """
-    n_images = unit_images.shape[0]
-    uniform = torch.rand(n_images, 4, generator=generator)  # (B, 4) in [0, 1)
+    uniform = torch.rand(unit_images.shape[0], 4, generator=generator)  # (B, 4) in [0, 1)
+    return affine_transform(unit_images, params, uniform.to(unit_images.device))
+
+
+def affine_transform(
+    unit_images: torch.Tensor, params: AugmentParams, uniform: torch.Tensor
+) -> torch.Tensor:
+    """Transform each image by its own 4 numbers in [0, 1): (B, 4) on the images' device.
+
+    Split from the drawing so that data-parallel training can draw the numbers of a whole
+    batch and transform only its shard: each image is then augmented as in one process.
+    """
     angle = (2 * uniform[:, 0] - 1) * math.radians(params.rotation)
     low, high = params.scale
     zoom = low + (high - low) * uniform[:, 1]

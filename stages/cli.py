@@ -7,6 +7,7 @@ the commands so that `--help`, `split` and `evaluate` never pay for importing to
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ MODEL = Path("data/model.safetensors")
 PREDICTIONS = Path("data/predictions.csv")
 METRICS = Path("metrics/metrics.json")
 LIVE_DIR = Path("dvclive")
+CHECKPOINT_DIR = Path("data/checkpoint")
 CONFUSION_TABLE = Path("plots/confusion.csv")
 DIGIT_ACCURACY_TABLE = Path("plots/digit_accuracy.csv")
 PICTURES = Path("plots/pictures")
@@ -144,6 +146,9 @@ def train(
     live_dir: Annotated[
         Path, typer.Option(help="DVCLive folder for per-epoch curves and timings.")
     ] = LIVE_DIR,
+    checkpoint_dir: Annotated[
+        Path, typer.Option(help="Folder of the checkpoint written after every epoch.")
+    ] = CHECKPOINT_DIR,
     params: ParamsOption = PARAMS,
 ) -> None:
     """Train the network on the prepared training tensors and write the model file.
@@ -151,13 +156,18 @@ def train(
     Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
     file holding the weights and the architecture config, and per-epoch curves (loss,
     accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder.
-    Shows a progress bar on a terminal, one line per epoch otherwise.
+    Writes a checkpoint after every epoch and resumes from it when run again after a
+    crash with the same params; a finished run deletes it. Under `torchrun` it trains
+    data-parallel; rank 0 writes the files. Shows a progress bar on a terminal, one line
+    per epoch otherwise.
     """
     from stages import train as stage
+    from stages.distributed import rank_from_env
     from stages.progress import epoch_reporter
 
     settings = load_params(params)
-    with epoch_reporter() as report:
+    is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
+    with epoch_reporter() if is_main else contextlib.nullcontext() as report:
         result = stage.run(
             train_data,
             model,
@@ -166,8 +176,10 @@ def train(
             settings.train,
             settings.runtime.threads,
             report,
+            checkpoint_dir,
         )
-    _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
+    if is_main:
+        _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 
 
 @app.command()

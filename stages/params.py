@@ -76,6 +76,8 @@ class TrainParams(_Section):
     val_size: int = Field(ge=0, description="training images held out for validation")
     keep: Literal["final", "best"] = Field(description="model of the last or best-val epoch")
     augment: AugmentParams
+    device: Literal["auto", "cpu", "cuda"] = Field(description="auto = CUDA when available")
+    precision: Literal["fp32", "bf16"] = Field(description="bf16 = autocast, on CUDA only")
 
     @field_validator("keep")
     @classmethod

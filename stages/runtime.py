@@ -1,14 +1,78 @@
-"""One place that makes torch deterministic: seed, thread count, deterministic kernels."""
+"""One place that chooses the device and makes torch deterministic: seed, threads, kernels."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
+from stages.errors import PipelineError
 
-def make_deterministic(seed: int, threads: int) -> torch.Generator:
+# cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
+# when it first starts, so it is set before anything runs on the GPU.
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`train.device` (auto | cpu | cuda) -> the device this process trains on.
+
+    auto picks CUDA when torch sees a GPU, else the CPU. Under torchrun each process of a
+    node takes the GPU numbered by its LOCAL_RANK.
+    """
+    cuda_available = torch.cuda.is_available()
+    if requested == "cuda" and not cuda_available:
+        raise PipelineError(
+            "params.yaml: train.device is cuda, but torch sees no CUDA GPU on this machine "
+            f"(torch {torch.__version__}); expected auto or cpu here"
+        )
+    if requested == "cpu" or not cuda_available:
+        return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    return torch.device("cuda", local_rank)
+
+
+def uses_bf16(
+    precision: str, requested_device: str, device: torch.device, quiet: bool = False
+) -> bool:
+    """Whether to train under bf16 autocast: only on CUDA, as `train.precision` says.
+
+    An explicit `device: cpu` with bf16 contradicts itself and is refused; with `auto` on a
+    machine without a GPU the same params still train, in fp32, and say so (unless quiet:
+    under torchrun only rank 0 speaks).
+    """
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        return True
+    if requested_device == "cpu":
+        raise PipelineError(
+            "params.yaml: train.precision is bf16, but train.device is cpu; expected fp32 "
+            "on the CPU (bf16 autocast is applied on CUDA only)"
+        )
+    if not quiet:
+        print(
+            "note: train.precision bf16 applies on CUDA only; no GPU here, so training in fp32",
+            file=sys.stderr,
+        )
+    return False
+
+
+def autocast(device: torch.device, bf16: bool) -> Callable[[], AbstractContextManager]:
+    """A factory of the context that the forward pass and loss run in."""
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_deterministic(
+    seed: int, threads: int, device: torch.device | None = None
+) -> torch.Generator:
     """Seed every RNG, fix the CPU thread count, and return a generator for data order.
 
     The thread count is part of reproducibility: a different split of a matrix product
@@ -16,9 +80,14 @@ def make_deterministic(seed: int, threads: int) -> torch.Generator:
     """
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    on_cuda = device is not None and device.type == "cuda"
+    # On CUDA a few kernels (e.g. NLLLoss's) have no deterministic version: warn there
+    # rather than stop the run. Every kernel this pipeline uses on the CPU is deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=on_cuda)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = False  # autotuning may pick other kernels each run
     # That switch also fills every new tensor with NaN to expose reads of uninitialised
     # memory: a debugging aid that cost ~20% of a cnn epoch here (torch.profiler,
     # aten::fill_). Our kernels write before they read, so results are unchanged.

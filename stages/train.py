@@ -3,28 +3,42 @@
 A validation split can be held out of the training data (`train.val_size`); it is scored
 after every epoch and can choose the model kept (`train.keep: best`). The test split is
 never read here. Per-epoch curves go to a DVCLive folder, which also gets the timings.
+It trains on the CPU or a GPU (`train.device`), in one process or data-parallel under
+torchrun (stages/distributed.py), and checkpoints every epoch (stages/checkpoint.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
-from stages.augment import random_affine
+from stages.augment import affine_transform
+from stages.batches import TrainingData, global_batch_size, global_batches, training_data
+from stages.batches import split_validation as split_validation  # re-exported: moved there
+from stages.checkpoint import Checkpoint, CheckpointStore, capture, made_with, restore
 from stages.data_io import Digits, load_prepared
-from stages.errors import PipelineError
+from stages.distributed import Cluster, session, sum_across, wait_for_main, wrap_model
 from stages.model import ModelConfig, build_model, save_model, standardize
 from stages.optimization import classification_loss, make_optimizer, make_schedule
 from stages.params import ModelParams, TrainParams
-from stages.runtime import make_deterministic, stream_generator, stream_seed
+from stages.runtime import (
+    autocast,
+    make_deterministic,
+    resolve_device,
+    stream_generator,
+    stream_seed,
+    uses_bf16,
+)
 
 
 @dataclass(frozen=True)
@@ -51,100 +65,76 @@ class TrainResult(NamedTuple):
     history: list[EpochStats]
 
 
-def split_validation(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split of indices into (train, validation), both sorted.
-
-    Each class gives val_size * (its share of the data) images, rounded so that the
-    total is exactly val_size (largest remainders get the extra image).
-    """
-    n_images = len(labels)
-    if val_size == 0:
-        return np.arange(n_images), np.arange(0)
-    if val_size >= n_images:
-        raise PipelineError(
-            f"params.yaml: train.val_size = {val_size}, but the training data has only "
-            f"{n_images} images; expected fewer, so that some are left to train on"
-        )
-    rng = np.random.default_rng(stream_seed(seed, "validation"))
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * val_size / n_images
-    per_class = np.floor(exact).astype(np.int64)
-    short = val_size - int(per_class.sum())
-    per_class[np.argsort(-(exact - per_class), kind="stable")[:short]] += 1
-    val_indices = np.concatenate(
-        [
-            rng.permutation(np.flatnonzero(labels == digit))[:count]
-            for digit, count in zip(classes, per_class, strict=True)
-        ]
-    )
-    val_indices.sort()
-    return np.setdiff1d(np.arange(n_images), val_indices), val_indices
-
-
 def train_model(
     digits: Digits,
     model_params: ModelParams,
     train_params: TrainParams,
     threads: int,
     report: EpochReport | None = None,
+    *,
+    cluster: Cluster | None = None,
+    resume: Checkpoint | None = None,
+    save_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> TrainResult:
-    """Train a fresh network; return it (in eval mode), its config and per-epoch stats.
+    """Train a network; return it (on the CPU, in eval mode), its config and per-epoch stats.
 
     The loop is PyTorch's canonical one: model.train(), zero_grad, forward, loss,
     backward, step. With batch_size null every step sees the whole set, as in the tutorial.
+    `resume` continues from a checkpoint; `save_checkpoint` gets one after every epoch.
+    Under torchrun, `cluster` says which shard of each batch this process trains on.
     """
     if digits.labels is None:
         raise ValueError("training needs labelled digits")
-    order_generator = make_deterministic(train_params.seed, threads)
-    augment_generator = stream_generator(train_params.seed, "augment")
+    cluster = cluster or Cluster(device=resolve_device(train_params.device))
+    device, seed = cluster.device, train_params.seed
+    bf16 = uses_bf16(train_params.precision, train_params.device, device, not cluster.is_main)
+    order_generator = make_deterministic(seed, cluster.threads(threads), device)
+    augment_generator = stream_generator(seed, "augment")
     config = ModelConfig.from_params(model_params)
-    model = build_model(config)  # initialised from the seeded global RNG
+    model = build_model(config)  # initialised from the seeded global RNG, on the CPU
+    if cluster.rank > 0:  # other dropout masks than rank 0's (whose stream is unchanged)
+        torch.manual_seed(stream_seed(seed, f"dropout of rank {cluster.rank}"))
     # channels_last lets oneDNN pick faster conv kernels (measured: bench/profile_train.py).
     memory_format = torch.channels_last if config.arch == "cnn" else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-
-    train_indices, val_indices = split_validation(
-        digits.labels, train_params.val_size, train_params.seed
-    )
-    unit_images = torch.from_numpy(digits.images).to(torch.float32) / 255.0  # (N, 1, 28, 28)
-    labels = torch.from_numpy(digits.labels)  # (N,) int64
-    train_images, train_labels = unit_images[train_indices], labels[train_indices]
-    val_images = standardize(unit_images[val_indices]).contiguous(memory_format=memory_format)
-    val_labels = labels[val_indices]
-
-    n_train = len(train_labels)  # after the validation split
-    if train_params.batch_size is not None and train_params.batch_size > n_train:
-        raise PipelineError(
-            f"params.yaml: train.batch_size is {train_params.batch_size}, more than the "
-            f"{n_train} training images; expected at most {n_train}, or null for full batch"
-        )
-    batch_size = train_params.batch_size or n_train
-    steps_per_epoch = math.ceil(n_train / batch_size)
-    optimizer = make_optimizer(model.parameters(), train_params)
-    schedule = make_schedule(optimizer, train_params, train_params.epochs * steps_per_epoch)
+    model = model.to(device=device, memory_format=memory_format)
+    data = training_data(digits, train_params, device, memory_format)
+    n_train = len(data.train_labels)  # after the validation split
+    batch_size = global_batch_size(train_params, n_train, cluster)
+    trainer = wrap_model(model, cluster)  # DDP with several processes, else the model
+    optimizer = make_optimizer(trainer.parameters(), train_params)
+    steps = train_params.epochs * math.ceil(n_train / batch_size)
+    schedule = make_schedule(optimizer, train_params, steps)
+    generators = {"order": order_generator, "augment": augment_generator}
 
     history: list[EpochStats] = []
     best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, train_params.epochs + 1):
+    if resume is not None:
+        best_state = restore(
+            resume,
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            generators=generators,
+            cluster=cluster,
+        )
+        history = [EpochStats(**stats) for stats in resume["history"]]
+    amp = autocast(device, bf16)
+    for epoch in range(len(history) + 1, train_params.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        loss_sum, correct, lr = 0.0, 0, train_params.lr
-        for batch in _batches(n_train, batch_size, order_generator):
-            images = train_images[batch]  # (B, 1, 28, 28) in 0-1
-            if train_params.augment.enabled:
-                images = random_affine(images, train_params.augment, augment_generator)
-            images = standardize(images).contiguous(memory_format=memory_format)
-            optimizer.zero_grad()
-            log_probs = model(images)  # (B, 10)
-            loss = classification_loss(log_probs, train_labels[batch], train_params.label_smoothing)
-            loss.backward()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            loss_sum += loss.item() * len(batch)
-            correct += int((log_probs.argmax(dim=1) == train_labels[batch]).sum())
-        val_loss, val_accuracy = score(model, val_images, val_labels)
+        loss_sum, correct, lr = _train_epoch(
+            trainer,
+            (optimizer, schedule),
+            data,
+            train_params,
+            batch_size,
+            generators,
+            cluster,
+            (memory_format, amp),
+        )
+        # Rank 0 alone validates (and so alone keeps the best epoch): the others only train.
+        val_loss, val_accuracy = (
+            score(model, data.val_images, data.val_labels) if cluster.is_main else (None, None)
+        )
         stats = EpochStats(
             epoch=epoch,
             epochs=train_params.epochs,
@@ -155,15 +145,79 @@ def train_model(
             lr=lr,
             seconds=time.perf_counter() - started,
         )
-        if train_params.keep == "best" and epoch == best_epoch([*history, stats]):
+        is_best = cluster.is_main and epoch == best_epoch([*history, stats])
+        if train_params.keep == "best" and is_best:
             best_state = {name: value.clone() for name, value in model.state_dict().items()}
         history.append(stats)
+        if save_checkpoint is not None:
+            state = capture(
+                epoch=epoch,
+                model=model,
+                optimizer=optimizer,
+                schedule=schedule,
+                generators=generators,
+                history=[asdict(done) for done in history],
+                best_model=best_state,
+                cluster=cluster,
+            )
+            save_checkpoint(state)
         if report:
             report(stats)
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model = model.to("cpu").eval()  # the model file must load on a machine without a GPU
     return TrainResult(model, config, history)
+
+
+def _train_epoch(
+    trainer: nn.Module,
+    stepping: tuple[torch.optim.Optimizer, LRScheduler | None],
+    data: TrainingData,
+    train_params: TrainParams,
+    batch_size: int,
+    generators: dict[str, torch.Generator],
+    cluster: Cluster,
+    layout: tuple[torch.memory_format, Callable[[], AbstractContextManager]],
+) -> tuple[float, int, float]:
+    """One pass over the training set: (sum of losses, correct predictions, last lr).
+
+    Every rank walks the same global batches and trains on its shard of each (all of it
+    with one process); the sums are over all ranks.
+    """
+    optimizer, schedule = stepping
+    memory_format, amp = layout  # channels_last or not; bf16 autocast or not
+    trainer.train()
+    device = cluster.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    lr = train_params.lr
+    for batch in global_batches(len(data.train_labels), batch_size, generators["order"]):
+        shard = cluster.shard(len(batch))
+        indices = batch[shard].to(device)
+        images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
+        if train_params.augment.enabled:
+            # Drawn for the whole global batch, so each image gets the same transform
+            # whatever the number of processes.
+            uniform = torch.rand(len(batch), 4, generator=generators["augment"])[shard]
+            images = affine_transform(images, train_params.augment, uniform.to(device))
+        images = standardize(images).contiguous(memory_format=memory_format)
+        labels = data.train_labels[indices]
+        optimizer.zero_grad()
+        with amp():
+            log_probs = trainer(images)  # (B, 10)
+            loss = classification_loss(log_probs, labels, train_params.label_smoothing)
+        # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
+        # of the batch times the world size makes that average the global batch's mean.
+        share = len(indices) * cluster.world_size / len(batch)
+        (loss * share if share != 1 else loss).backward()
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        loss_sum += loss.detach().double() * len(indices)
+        correct += (log_probs.argmax(dim=1) == labels).sum()
+    totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
+    return totals[0], int(totals[1]), lr
 
 
 def best_epoch(history: list[EpochStats]) -> int:
@@ -188,15 +242,6 @@ def score(
     return loss, accuracy
 
 
-def _batches(n_images: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index tensors of a fresh random order each epoch; one batch of all images if full-batch."""
-    if batch_size >= n_images:
-        yield torch.arange(n_images)
-        return
-    order = torch.randperm(n_images, generator=generator)
-    yield from order.split(batch_size)
-
-
 def run(
     train_path: Path,
     model_path: Path,
@@ -205,18 +250,50 @@ def run(
     train_params: TrainParams,
     threads: int,
     report: EpochReport | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
-    """Train, write the model file, and log curves and timings to the DVCLive folder."""
-    from stages.training_log import TrainingLog
+    """Train (resuming from a checkpoint of this run), write the model file, log curves.
+
+    Under torchrun every process trains; rank 0 alone writes the model, the checkpoints
+    and the DVCLive folder, while the others wait for it.
+    """
+    from stages.training_log import TrainingLog  # imports this module
 
     digits = load_prepared(train_path)
-    epochs = train_params.epochs
-    with TrainingLog(live_dir, report) as log:
-        started = time.perf_counter()
-        result = train_model(digits, model_params, train_params, threads, log.epoch_done)
-        train_seconds = time.perf_counter() - started
-        kept_epoch = best_epoch(result.history) if train_params.keep == "best" else epochs
-        images_seen = (len(digits.images) - train_params.val_size) * epochs
-        log.finish(kept_epoch, train_seconds, images_seen)
-    save_model(result.model, result.config, model_path)
+    with session(train_params.device) as cluster:
+        store, resume = None, None
+        if checkpoint_dir is not None:
+            bf16 = uses_bf16(train_params.precision, train_params.device, cluster.device, True)
+            fingerprint = made_with(model_params, train_params, threads, train_path, cluster, bf16)
+            store = CheckpointStore(checkpoint_dir, fingerprint, cluster)
+            resume = store.load()
+        log = TrainingLog(live_dir, report) if cluster.is_main else None
+        with log or contextlib.nullcontext():
+            if log and resume:  # a fresh DVCLive run, one row per epoch: no duplicates
+                log.replay([EpochStats(**stats) for stats in resume["history"]])
+            started = time.perf_counter()
+            result = train_model(
+                digits,
+                model_params,
+                train_params,
+                threads,
+                log.epoch_done if log else None,
+                cluster=cluster,
+                resume=resume,
+                save_checkpoint=store.save if store else None,
+            )
+            train_seconds = time.perf_counter() - started
+            if log:
+                epochs_run = train_params.epochs - (resume["epoch"] if resume else 0)
+                images_seen = (len(digits.images) - train_params.val_size) * epochs_run
+                log.finish(_kept_epoch(result, train_params), train_seconds, images_seen)
+        if cluster.is_main:
+            save_model(result.model, result.config, model_path)
+            if store:
+                store.clear()  # only now: a kill before this line resumes from the end
+        wait_for_main(cluster)
     return result
+
+
+def _kept_epoch(result: TrainResult, train_params: TrainParams) -> int:
+    return best_epoch(result.history) if train_params.keep == "best" else train_params.epochs

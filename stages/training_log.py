@@ -38,7 +38,22 @@ class TrainingLog:
     ) -> None:
         self._live.end()
 
+    def replay(self, history: list[EpochStats]) -> None:
+        """Log the epochs of a resumed checkpoint again, without reporting them.
+
+        Rebuilding the curves from the checkpoint's history (rather than appending to
+        DVCLive's files with resume=True) gives exactly one row per epoch, whenever the
+        earlier run was killed, and also after `dvc repro` has deleted the folder.
+        """
+        for stats in history:
+            self._log(stats)
+
     def epoch_done(self, stats: EpochStats) -> None:
+        self._log(stats)
+        if self._report:
+            self._report(stats)
+
+    def _log(self, stats: EpochStats) -> None:
         live = self._live
         live.step = stats.epoch  # the x axis of the curves counts epochs from 1
         live.log_metric("train/loss", stats.train_loss)
@@ -49,8 +64,6 @@ class TrainingLog:
         live.log_metric("lr", stats.lr)
         live.log_metric("epoch_seconds", stats.seconds)
         live.next_step()
-        if self._report:
-            self._report(stats)
 
     def finish(self, kept_epoch: int, train_seconds: float, images_seen: int) -> None:
         """Record the kept epoch in the summary, and the run's timings in their own file.
@@ -61,7 +74,7 @@ class TrainingLog:
         self._live.summary["kept_epoch"] = kept_epoch
         timing = {
             "train_seconds": round(train_seconds, 3),
-            "images_per_second": round(images_seen / train_seconds, 1),
+            "images_per_second": round(images_seen / max(train_seconds, 1e-9), 1),
         }
         with atomic_output(self._timing_path) as tmp:
             tmp.write_text(json.dumps(timing, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,217 @@
+"""Checkpoint and resume: the whole training state, written atomically after every epoch.
+
+The checkpoint folder (data/checkpoint/ by default) is a `persist: true`, `cache: false`
+out of the train stage: DVC leaves it alone between runs, so a run killed half-way
+resumes where its last finished epoch left off, and ends with the same model bytes as an
+uninterrupted run. A finished run deletes its checkpoint, so the folder then holds only
+its .gitignore and `dvc repro -f` trains from scratch.
+
+A checkpoint is a `torch.save` of plain tensors, numbers, strings, lists and dicts, and is
+read only with `torch.load(weights_only=True)`, which runs no code from the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stages.data_io import atomic_output
+from stages.distributed import Cluster, broadcast_bytes, gather_states
+from stages.params import ModelParams, TrainParams
+
+CHECKPOINT_FILE = "train.pt"
+FORMAT_VERSION = 1
+# Keeps git away from a crashed run's checkpoint, and is all a finished run leaves behind,
+# so the folder exists (and hashes the same) in every clone.
+GITIGNORE = (
+    "# Written by `train`: an unfinished run's checkpoint, never committed.\n/*\n!/.gitignore\n"
+)
+
+# What a checkpoint holds (all on the CPU):
+#   format, made_with (see `made_with`), epoch (epochs done), model, optimizer, schedule
+#   (or None), rng {"torch": [per rank], "cuda": [per rank], "order": ..., "augment": ...},
+#   history (EpochStats as dicts), best_model (keep=best: the best epoch's weights, or None).
+Checkpoint = dict[str, Any]
+
+
+def made_with(
+    model_params: ModelParams,
+    train_params: TrainParams,
+    threads: int,
+    train_path: Path,
+    cluster: Cluster,
+    bf16: bool,
+) -> dict[str, Any]:
+    """Everything that decides the run's bytes: params, training data, device, processes."""
+    with Path(train_path).open("rb") as file:
+        data_sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    return {
+        "model": model_params.model_dump(),
+        "train": train_params.model_dump(),
+        "runtime": {"threads": threads},
+        "data_sha256": data_sha256,
+        "device": cluster.device.type,
+        "bf16": bf16,
+        "world_size": cluster.world_size,
+    }
+
+
+class CheckpointStore:
+    """The checkpoint file of one run: load it if it fits, save it, clear it at the end."""
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], cluster: Cluster) -> None:
+        self.path = Path(folder) / CHECKPOINT_FILE
+        self._fingerprint = fingerprint
+        self._cluster = cluster
+        if cluster.is_main:
+            gitignore = Path(folder) / ".gitignore"
+            gitignore.parent.mkdir(parents=True, exist_ok=True)
+            if not gitignore.is_file() or gitignore.read_text() != GITIGNORE:
+                with atomic_output(gitignore) as tmp:
+                    tmp.write_text(GITIGNORE)
+
+    def load(self) -> Checkpoint | None:
+        """The checkpoint if it was made by this very run, else None (and say why).
+
+        Only rank 0 reads the file (other machines may not see it); it reaches the other
+        ranks as bytes, which each decodes with weights_only=True.
+        """
+        main = self._cluster.is_main
+        payload = self.path.read_bytes() if main and self.path.is_file() else b""
+        payload = broadcast_bytes(payload, self._cluster)
+        if not payload:
+            return None
+        checkpoint, problem = _decode(payload)
+        if checkpoint is not None:
+            problem = _difference(checkpoint["made_with"], self._fingerprint)
+        if problem is not None:
+            if main:
+                _say(f"ignoring {self.path}: {problem}; training from scratch, overwriting it")
+            return None
+        if main:
+            _say(f"resuming from {self.path}: {checkpoint['epoch']} epoch(s) already done")
+        return checkpoint
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Write the checkpoint atomically (rank 0 only): a kill leaves the previous one."""
+        if not self._cluster.is_main:
+            return
+        checkpoint = {"format": FORMAT_VERSION, "made_with": self._fingerprint, **checkpoint}
+        with atomic_output(self.path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def clear(self) -> None:
+        """Delete the checkpoint once the model is written: the run is finished."""
+        if self._cluster.is_main:
+            self.path.unlink(missing_ok=True)
+
+
+def capture(
+    *,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    generators: dict[str, torch.Generator],
+    history: list[dict[str, Any]],
+    best_model: dict[str, torch.Tensor] | None,
+    cluster: Cluster,
+) -> Checkpoint:
+    """The training state after `epoch`; every rank calls it (it gathers their RNG states)."""
+    rng: dict[str, Any] = {name: gen.get_state() for name, gen in generators.items()}
+    # Dropout draws from each rank's own global RNG: the CPU one, or the GPU's on CUDA.
+    rng["torch"] = gather_states(torch.get_rng_state(), cluster)
+    on_cuda = cluster.device.type == "cuda"
+    cuda_state = torch.cuda.get_rng_state(cluster.device) if on_cuda else None
+    rng["cuda"] = gather_states(cuda_state, cluster) if cuda_state is not None else []
+    return {
+        "epoch": epoch,
+        "model": _to_cpu(model.state_dict()),
+        "optimizer": _to_cpu(optimizer.state_dict()),
+        "schedule": copy.deepcopy(schedule.state_dict()) if schedule is not None else None,
+        "rng": rng,
+        "history": history,
+        "best_model": _to_cpu(best_model),
+    }
+
+
+def restore(
+    checkpoint: Checkpoint,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    generators: dict[str, torch.Generator],
+    cluster: Cluster,
+) -> dict[str, torch.Tensor] | None:
+    """Put the saved state back into freshly built objects, this rank's RNG included.
+
+    Returns the best weights so far (keep=best) on the training device, or None.
+    """
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])  # moves its tensors to the params
+    if schedule is not None:
+        schedule.load_state_dict(checkpoint["schedule"])
+    rng = checkpoint["rng"]
+    for name, generator in generators.items():
+        generator.set_state(rng[name])
+    torch.set_rng_state(rng["torch"][cluster.rank])
+    if cluster.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"][cluster.rank], cluster.device)
+    best = checkpoint["best_model"]
+    return None if best is None else {name: t.to(cluster.device) for name, t in best.items()}
+
+
+def _decode(payload: bytes) -> tuple[Checkpoint | None, str | None]:
+    """(checkpoint, None), or (None, why it cannot be used)."""
+    try:
+        checkpoint = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, f"not a checkpoint that can be loaded safely ({first_line})"
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_VERSION:
+        return None, f"not a checkpoint of format version {FORMAT_VERSION}"
+    return checkpoint, None
+
+
+def _difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first setting in which the checkpoint's run differs from this one, as a phrase."""
+    saved_flat, current_flat = _flatten(saved), _flatten(current)
+    for key in sorted(saved_flat.keys() | current_flat.keys()):
+        if saved_flat.get(key) != current_flat.get(key):
+            was, now = saved_flat.get(key), current_flat.get(key)
+            return f"made with {key} = {was!r}, this run has {now!r}"
+    return None
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _to_cpu(tree: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor on the CPU (loads on any machine)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)  # a copy: training goes on updating it
+    if isinstance(tree, dict):
+        return {key: _to_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(value) for value in tree)
+    return tree
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,120 @@
+"""Device and precision: auto falls back to the CPU, cuda without a GPU is a clear error,
+bf16 autocast is CUDA-only, and the GPU check script runs its paths without a GPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stages.cli import app
+from stages.data_io import save_prepared
+from stages.errors import PipelineError
+from stages.model import load_model
+from stages.params import ModelParams, TrainParams
+from stages.runtime import CUBLAS_DETERMINISTIC_WORKSPACE, autocast, resolve_device, uses_bf16
+from stages.train import train_model
+from tests.conftest import REPO_ROOT, synthetic_digits, write_params
+from tests.test_train import RECIPE
+
+CPU = torch.device("cpu")
+TINY_CNN = ModelParams(arch="cnn", hidden=[16], dropout=0.1, channels=[4, 8])
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """torch.cuda.is_available() says yes; nothing may actually run on the GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+
+
+def test_auto_falls_back_to_the_cpu(no_gpu):
+    assert resolve_device("auto") == CPU
+    assert resolve_device("cpu") == CPU
+
+
+def test_auto_picks_the_gpu_of_this_local_rank(fake_gpu):
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    # Set before CUDA starts, for deterministic cuBLAS sums.
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_DETERMINISTIC_WORKSPACE
+    assert resolve_device("cpu") == CPU
+
+
+def test_bf16_only_on_cuda(no_gpu, capsys):
+    assert uses_bf16("bf16", "cuda", torch.device("cuda", 0)) is True
+    assert uses_bf16("fp32", "cuda", torch.device("cuda", 0)) is False
+    with pytest.raises(PipelineError, match="train.precision is bf16, but train.device is cpu"):
+        uses_bf16("bf16", "cpu", CPU)
+    assert uses_bf16("bf16", "auto", CPU) is False  # the same params still train, in fp32
+    assert "training in fp32" in capsys.readouterr().err
+
+
+def _train_command(tmp_path, monkeypatch, tiny_params, **train):
+    monkeypatch.chdir(tmp_path)
+    tiny_params["train"].update(train)
+    write_params(tmp_path / "params.yaml", tiny_params)
+    save_prepared(tmp_path / "train.safetensors", synthetic_digits(60))
+    return CliRunner().invoke(app, ["train", "--train-data", "train.safetensors"])
+
+
+def test_train_with_auto_on_a_cpu_machine(no_gpu, tmp_path, monkeypatch, tiny_params):
+    result = _train_command(tmp_path, monkeypatch, tiny_params, device="auto", precision="bf16")
+    assert result.exit_code == 0, result.output
+    assert "training in fp32" in result.stderr
+    model, _ = load_model(tmp_path / "data/model.safetensors")  # the tutorial's mlp
+    assert all(weight.dtype == torch.float32 for weight in model.state_dict().values())
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(no_gpu, tmp_path, monkeypatch, tiny_params):
+    result = _train_command(tmp_path, monkeypatch, tiny_params, device="cuda")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: params.yaml: train.device is cuda, but torch sees")
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "data/model.safetensors").exists()
+
+
+def test_the_bf16_autocast_path_trains(monkeypatch):
+    """CUDA's bf16 code path, run on the CPU (where torch.autocast also has bf16)."""
+    import stages.train
+
+    monkeypatch.setattr(stages.train, "uses_bf16", lambda *args: True)
+    settings = TrainParams.model_validate(RECIPE | {"epochs": 4, "lr": 0.01, "batch_size": 20})
+    model, _, history = train_model(synthetic_digits(60), TINY_CNN, settings, threads=1)
+    assert history[-1].train_loss < history[0].train_loss
+    floats = [weight for weight in model.state_dict().values() if weight.is_floating_point()]
+    assert all(weight.dtype == torch.float32 for weight in floats)  # autocast keeps fp32
+    assert all(weight.device == CPU for weight in model.state_dict().values())
+    with autocast(CPU, bf16=True)():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.is_autocast_enabled("cpu")
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_gpu_check_without_a_gpu_says_so(no_gpu, gpu_check, capsys):
+    assert gpu_check.main([]) == 0
+    captured = capsys.readouterr()
+    assert "no CUDA GPU visible" in captured.err
+    assert captured.out == ""
+
+
+def test_gpu_check_runs_its_training_path_on_the_cpu(gpu_check, capsys):
+    argv = ["--device", "cpu", "--epochs", "1", "--train-size", "700", "--test-size", "100"]
+    assert gpu_check.main(argv) == 0
+    table = capsys.readouterr().out
+    for recipe in ["default", "best"]:
+        assert f"| {recipe} | fp32 | 1 |" in table
+    assert table.count("| yes |") == 2  # the model file loads back on the CPU
