@@ -41,7 +41,6 @@ BEST = {
     "train.label_smoothing": 0.1,
     "train.val_size": 500,
     "train.augment.enabled": True,
-    "runtime.threads": 1,
 }
 
 

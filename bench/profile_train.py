@@ -72,7 +72,7 @@ def main() -> None:
     print("|---|---:|---|---:|---:|")
     settings = [(False, 1, False), (True, 1, False), (False, 2, False), (True, 2, False)]
     if not args.no_compile:
-        settings.append((True, 1, True))
+        settings.append((True, 2, True))
     for channels_last, threads, compiled in settings:
         times = epoch_times(args.epochs, channels_last, threads, compiled)
         later = min(times[1:]) if len(times) > 1 else float("nan")
