@@ -42,13 +42,23 @@ def command_env() -> dict[str, str]:
     return env
 
 
-def run(repo: Path, *command: str) -> str:
-    """Run a command in `repo`, fail the test with its output if it fails, return output."""
+def _completed(repo: Path, *command: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         command, cwd=repo, env=command_env(), capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def run(repo: Path, *command: str) -> str:
+    """Run a command in `repo`, fail the test with its output if it fails, return output."""
+    result = _completed(repo, *command)
     return result.stdout + result.stderr
+
+
+def run_stdout(repo: Path, *command: str) -> str:
+    """Like `run`, but only stdout (for --json output)."""
+    return _completed(repo, *command).stdout
 
 
 def fresh_repo(parent: Path, params: dict | None = None, commit: bool = True) -> Path:

@@ -5,11 +5,9 @@ chart in headless Chromium with the network off, and the README's experiment wal
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,36 +16,9 @@ import yaml
 from dvc_render.html import PAGE_HTML
 
 from tests.conftest import REPO_ROOT
+from tests.dvc_repo import command_env, commit_all, fresh_repo, run, run_stdout
 
 pytestmark = pytest.mark.slow
-
-# What a fresh clone holds: the project's code and config, none of its outputs.
-_CLONED = ["stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config"]
-_CLONED += [".dvc/offline_plots.html", "plots/.gitignore", "data/.gitignore"]
-_CLONED += ["data/raw/.gitignore", "data/prepared/.gitignore"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    # dvc.yaml runs `python -m stages ...`: make that this interpreter.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    for role in ("AUTHOR", "COMMITTER"):
-        env[f"GIT_{role}_NAME"], env[f"GIT_{role}_EMAIL"] = "test", "test@example.com"
-    return env
-
-
-def _run(repo: Path, *command: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command, cwd=repo, env=_env(), capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def run(repo: Path, *command: str) -> str:
-    """Run a command in `repo`; fail the test with its output if it fails."""
-    result = _run(repo, *command)
-    return result.stdout + result.stderr
 
 
 def tiny_params() -> dict:
@@ -61,30 +32,16 @@ def tiny_params() -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone with tiny params and a small line plot, after `dvc repro`, committed."""
-    repo = tmp_path_factory.mktemp("report") / "clone"
-    for name in _CLONED:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, repo / name)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    repo = fresh_repo(tmp_path_factory.mktemp("report"), tiny_params(), commit=False)
     # A line chart, so the page holds every kind of template even before DVCLive's curves.
     (repo / "curve.csv").write_text("step,loss\n0,2.3\n1,1.2\n2,0.8\n3,0.6\n")
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     pipeline["plots"].append({"curve.csv": {"x": "step", "y": "loss"}})
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    run(repo, "git", "init", "-q")
     commit_all(repo, "fresh clone")  # as cloned: DVCLive, for one, needs a commit
     run(repo, "dvc", "repro")
     commit_all(repo, "baseline")
     return repo
-
-
-def commit_all(repo: Path, message: str) -> None:
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", message)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +132,7 @@ def test_dvc_default_page_is_blank_offline(chromium, repo, tmp_path):
 def _experiments(repo: Path) -> dict[str, dict]:
     """{name: {"lr": ..., "accuracy": ...}} from `dvc exp show --json`."""
     found = {}
-    for baseline in json.loads(_run(repo, "dvc", "exp", "show", "--json").stdout):
+    for baseline in json.loads(run_stdout(repo, "dvc", "exp", "show", "--json")):
         for experiment in baseline.get("experiments") or []:
             for rev in experiment["revs"]:
                 data = rev["data"]
@@ -197,7 +154,7 @@ def start_queue(repo: Path, workers: int) -> str:
         result = subprocess.run(
             ["dvc", "queue", "start", "-j", str(workers)],
             cwd=repo,
-            env=_env(),
+            env=command_env(),
             stdout=output,
             stderr=subprocess.STDOUT,
             check=False,

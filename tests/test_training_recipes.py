@@ -285,7 +285,7 @@ def test_readme_best_command_is_the_benchmarked_recipe():
 
 @pytest.mark.slow
 def test_dvc_draws_the_curves_and_a_cnn_recipe_reproduces(tmp_path, tiny_params):
-    from tests.dvc_repo import fresh_repo, run
+    from tests.dvc_repo import fresh_repo, run, run_stdout
     from tests.test_pipeline_e2e import reproducible_hashes
 
     tiny_params["model"].update(TINY_CNN)
@@ -301,19 +301,6 @@ def test_dvc_draws_the_curves_and_a_cnn_recipe_reproduces(tmp_path, tiny_params)
     assert "data/model.safetensors" in before
     run(repo, "dvc", "repro", "-f")
     assert reproducible_hashes(repo) == before
-
-
-def run_stdout(repo, *command: str) -> str:
-    """Like tests.dvc_repo.run, but only stdout (for --json output)."""
-    import subprocess
-
-    from tests.dvc_repo import command_env
-
-    result = subprocess.run(
-        command, cwd=repo, env=command_env(), capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_progress_bar_on_a_terminal_shows_validation_accuracy():
