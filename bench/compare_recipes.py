@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.data_io import Digits, write_digits_csv
+from stages.csv_digits import write_csv_digits
+from stages.data_io import Digits
 from stages.params import DataParams, Params, parse_params
 from stages.split import load_bundled_digits, split_digits
 
@@ -158,8 +159,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         train_csv, test_csv = Path(tmp, "train.csv"), Path(tmp, "test.csv")
-        write_digits_csv(train_csv, train.images, train.labels)
-        write_digits_csv(test_csv, test.images, test.labels)
+        write_csv_digits(train_csv, train)
+        write_csv_digits(test_csv, test)
         percent, wall, fit = seed_tutorial(train_csv, test_csv)
     rows.append(("seed tutorial code, as written", percent / 100, wall, 50 * n_train / fit))
 

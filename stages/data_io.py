@@ -67,22 +67,6 @@ def _current_umask() -> int:
     return umask
 
 
-def read_digits_csv(path: Path, require_labels: bool = False) -> Digits:
-    """A CSV of digits, any layout (see stages/csv_digits.py, where the CSV code lives)."""
-    from stages.csv_digits import read_csv_digits  # here, not on top: it imports this module
-
-    return read_csv_digits(path, require_labels)
-
-
-def write_digits_csv(
-    path: Path, images: np.ndarray, labels: np.ndarray | None, header: bool = True
-) -> None:
-    """Write images and labels as CSV, atomically: the tutorial's layout by default."""
-    from stages.csv_digits import write_csv_digits
-
-    write_csv_digits(path, Digits(images, labels), header)
-
-
 def save_prepared(path: Path, digits: Digits) -> None:
     """Write prepared tensors as safetensors (no pickle: safe to load from anywhere)."""
     from safetensors.numpy import save_file

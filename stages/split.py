@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.data_io import IMAGE_SIDE, Digits, write_digits_csv
+from stages.csv_digits import write_csv_digits
+from stages.data_io import IMAGE_SIDE, Digits
 from stages.errors import PipelineError
 from stages.params import DataParams
 
@@ -48,6 +49,6 @@ def split_digits(digits: Digits, params: DataParams) -> tuple[Digits, Digits]:
 
 def run(params: DataParams, train_csv: Path, test_csv: Path) -> tuple[Digits, Digits]:
     train, test = split_digits(load_bundled_digits(), params)
-    write_digits_csv(train_csv, train.images, train.labels)
-    write_digits_csv(test_csv, test.images, test.labels)
+    write_csv_digits(train_csv, train)
+    write_csv_digits(test_csv, test)
     return train, test

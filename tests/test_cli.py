@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.data_io import write_digits_csv
+from stages.csv_digits import write_csv_digits
 from tests.conftest import synthetic_digits, write_params
 
 runner = CliRunner()
@@ -56,7 +56,7 @@ def test_predict_any_csv_with_or_without_labels(workdir):
     assert invoke("prepare").exit_code == 0
     assert invoke("train").exit_code == 0
     digits = synthetic_digits(7)
-    write_digits_csv(workdir / "mine.csv", digits.images, digits.labels)
+    write_csv_digits(workdir / "mine.csv", digits)
     result = invoke("predict", "--input", "mine.csv", "--output", "mine_predictions.csv")
     assert result.exit_code == 0, result.output
     header = (workdir / "mine_predictions.csv").read_text().splitlines()[0]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stages.csv_digits import read_csv_digits, write_csv_digits
 from stages.data_io import (
     PIXEL_COLUMNS,
     atomic_output,
     load_prepared,
-    read_digits_csv,
     save_prepared,
-    write_digits_csv,
 )
 from stages.errors import PipelineError
 from tests.conftest import replace_cell
@@ -19,10 +18,10 @@ from tests.conftest import replace_cell
 
 def test_csv_round_trip_keeps_every_pixel(tmp_path, digits):
     path = tmp_path / "train.csv"
-    write_digits_csv(path, digits.images, digits.labels)
+    write_csv_digits(path, digits)
     header = path.read_text().splitlines()[0].split(",")
     assert header == ["label", *PIXEL_COLUMNS]
-    back = read_digits_csv(path)
+    back = read_csv_digits(path)
     assert back.images.dtype == np.uint8
     assert back.images.shape == (len(digits.images), 1, 28, 28)
     np.testing.assert_array_equal(back.images, digits.images)
@@ -31,14 +30,14 @@ def test_csv_round_trip_keeps_every_pixel(tmp_path, digits):
 
 def test_csv_without_label_column_is_unlabelled(tmp_path, digits):
     path = tmp_path / "unlabelled.csv"
-    write_digits_csv(path, digits.images, digits.labels)
+    write_csv_digits(path, digits)
     lines = path.read_text().splitlines()
     path.write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
-    back = read_digits_csv(path)
+    back = read_csv_digits(path)
     assert back.labels is None
     np.testing.assert_array_equal(back.images, digits.images)
     with pytest.raises(PipelineError, match="missing column 'label'"):
-        read_digits_csv(path, require_labels=True)
+        read_csv_digits(path, require_labels=True)
 
 
 @pytest.mark.parametrize(
@@ -58,33 +57,33 @@ def test_csv_without_label_column_is_unlabelled(tmp_path, digits):
 )
 def test_bad_cells_are_located(tmp_path, digits, column, value, message):
     path = tmp_path / "train.csv"
-    write_digits_csv(path, digits.images, digits.labels)
+    write_csv_digits(path, digits)
     replace_cell(path, line=3, column=column, value=value)
     with pytest.raises(PipelineError, match=message):
-        read_digits_csv(path)
+        read_csv_digits(path)
 
 
 def test_empty_header_only_and_missing_files(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(PipelineError, match="empty.csv: file is empty"):
-        read_digits_csv(empty)
+        read_csv_digits(empty)
     header_only = tmp_path / "header.csv"
     header_only.write_text(",".join(["label", *PIXEL_COLUMNS]) + "\n")
     with pytest.raises(PipelineError, match="header.csv: has a header but no rows"):
-        read_digits_csv(header_only)
+        read_csv_digits(header_only)
     with pytest.raises(PipelineError, match="missing.csv: no such file"):
-        read_digits_csv(tmp_path / "missing.csv")
+        read_csv_digits(tmp_path / "missing.csv")
 
 
 def test_wrong_columns_are_named(tmp_path):
     path = tmp_path / "short.csv"
     path.write_text("label," + ",".join(PIXEL_COLUMNS[:-1]) + "\n" + ",".join(["1"] * 784) + "\n")
     with pytest.raises(PipelineError, match="missing column 'pixel783'"):
-        read_digits_csv(path)
+        read_csv_digits(path)
     path.write_text("label,colour," + ",".join(PIXEL_COLUMNS) + "\n")
     with pytest.raises(PipelineError, match="unexpected column 'colour'"):
-        read_digits_csv(path)
+        read_csv_digits(path)
 
 
 def test_prepared_tensors_round_trip(tmp_path, digits):
