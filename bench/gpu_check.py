@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on sys.path
 
-from stages.data_io import Digits
-from stages.model import load_model, save_model
-from stages.params import DataParams, Params
+from stages.core.digits import Digits
+from stages.core.params import DataParams, Params
+from stages.model.model_file import load_model, save_model
 from stages.predict import class_probabilities
 from stages.split import load_bundled_digits, split_digits
-from stages.train import train_model
+from stages.training.loop import train_model
 
 RECIPES = {"default": {}, "best": BEST}
 

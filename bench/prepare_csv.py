@@ -24,7 +24,7 @@ from pathlib import Path
 _CHILD = """
 import json, re, sys, time
 from pathlib import Path
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 from stages.formats import read_digits
 start = time.perf_counter()
 try:
@@ -44,7 +44,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "rows": rows}))
 def build_csv(path: Path, rows: int, header: bool, spoil_last_row: bool = False) -> None:
     import numpy as np
 
-    from stages.csv_digits import write_csv_digits
+    from stages.formats.csv_digits import write_csv_digits
     from stages.split import load_bundled_digits
 
     bundled = load_bundled_digits()

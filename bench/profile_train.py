@@ -16,11 +16,11 @@ import time
 import torch
 from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on sys.path
 
-from stages.augment import random_affine
-from stages.model import ModelConfig, build_model, standardize
-from stages.optimization import classification_loss, make_optimizer
-from stages.runtime import make_deterministic
+from stages.model.networks import ModelConfig, build_model, standardize
 from stages.split import load_bundled_digits
+from stages.training.augment import random_affine
+from stages.training.optimization import classification_loss, make_optimizer
+from stages.training.runtime import make_deterministic
 
 N_IMAGES = 3500
 

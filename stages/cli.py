@@ -15,8 +15,8 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from stages.errors import PipelineError
-from stages.params import load_params
+from stages.core.errors import PipelineError
+from stages.core.params import load_params
 
 app = typer.Typer(
     name="mnist-pipeline",
@@ -162,8 +162,8 @@ def train(
     per epoch otherwise.
     """
     from stages import train as stage
-    from stages.distributed import rank_from_env
-    from stages.progress import epoch_reporter
+    from stages.training.distributed import rank_from_env
+    from stages.training.progress import epoch_reporter
 
     settings = load_params(params)
     is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
@@ -265,7 +265,7 @@ def plots_template(
     template is committed; run this only to upgrade those libraries. .dvc/config points
     `plots.html_template` at it.
     """
-    from stages import offline_plots
+    from stages.tools import offline_plots
 
     load_params(params)
     size = offline_plots.run(output)

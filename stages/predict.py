@@ -14,17 +14,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from stages.data_io import (
+from stages.core.predictions import (
     CONFIDENCE_COLUMN,
+    FILE_COLUMN,
     PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     TRUE_COLUMN,
     write_predictions,
 )
 from stages.formats import read_digits
-from stages.model import load_model, scale_pixels
+from stages.model.model_file import load_model
+from stages.model.networks import scale_pixels
 
-FILE_COLUMN = "File"  # only for image input: the file each row came from
 # Enough to bound memory on large inputs (60,000 images) without slowing small ones.
 _INFERENCE_BATCH = 4096
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.data_io import Digits, save_prepared
+from stages.core.artifacts import save_prepared
+from stages.core.digits import Digits
 from stages.formats import read_digits
 
 

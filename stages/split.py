@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.csv_digits import write_csv_digits
-from stages.data_io import IMAGE_SIDE, Digits
-from stages.errors import PipelineError
-from stages.params import DataParams
+from stages.core.digits import IMAGE_SIDE, Digits
+from stages.core.errors import PipelineError
+from stages.core.params import DataParams
+from stages.formats.csv_digits import write_csv_digits
 
 
 def load_bundled_digits() -> Digits:

@@ -1,245 +1,26 @@
 """Stage `train`: fit the network on the prepared training tensors and save the model file.
 
-A validation split can be held out of the training data (`train.val_size`); it is scored
-after every epoch and can choose the model kept (`train.keep: best`). The test split is
-never read here. Per-epoch curves go to a DVCLive folder, which also gets the timings.
-It trains on the CPU or a GPU (`train.device`), in one process or data-parallel under
-torchrun (stages/distributed.py), and checkpoints every epoch (stages/checkpoint.py).
+The loop itself is in stages/training/loop.py. This module wires it to files: it resumes
+from a checkpoint of the same run (stages/training/checkpoint.py), logs per-epoch curves
+and timings to a DVCLive folder, and writes the model file. It trains on the CPU or a GPU
+(`train.device`), in one process or data-parallel under torchrun.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
-import torch
-from torch import nn
-from torch.optim.lr_scheduler import LRScheduler
-
-from stages.augment import affine_transform
-from stages.batches import TrainingData, global_batch_size, global_batches, training_data
-from stages.batches import split_validation as split_validation  # re-exported: moved there
-from stages.checkpoint import Checkpoint, CheckpointStore, capture, made_with, restore
-from stages.data_io import Digits, load_prepared
-from stages.distributed import Cluster, session, sum_across, wait_for_main, wrap_model
-from stages.model import ModelConfig, build_model, save_model, standardize
-from stages.optimization import classification_loss, make_optimizer, make_schedule
-from stages.params import ModelParams, TrainParams
-from stages.runtime import (
-    autocast,
-    make_deterministic,
-    resolve_device,
-    stream_generator,
-    stream_seed,
-    uses_bf16,
-)
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """What one epoch did. Train figures are over the epoch's (augmented) batches."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None  # None without a validation split
-    val_accuracy: float | None
-    lr: float  # learning rate of the epoch's last step
-    seconds: float  # wall time of the epoch, validation included
-
-
-# Called after each epoch, e.g. to draw progress or log curves.
-EpochReport = Callable[[EpochStats], None]
-
-
-class TrainResult(NamedTuple):
-    model: nn.Module  # in eval mode, ready for prediction
-    config: ModelConfig
-    history: list[EpochStats]
-
-
-def train_model(
-    digits: Digits,
-    model_params: ModelParams,
-    train_params: TrainParams,
-    threads: int,
-    report: EpochReport | None = None,
-    *,
-    cluster: Cluster | None = None,
-    resume: Checkpoint | None = None,
-    save_checkpoint: Callable[[Checkpoint], None] | None = None,
-) -> TrainResult:
-    """Train a network; return it (on the CPU, in eval mode), its config and per-epoch stats.
-
-    The loop is PyTorch's canonical one: model.train(), zero_grad, forward, loss,
-    backward, step. With batch_size null every step sees the whole set, as in the tutorial.
-    `resume` continues from a checkpoint; `save_checkpoint` gets one after every epoch.
-    Under torchrun, `cluster` says which shard of each batch this process trains on.
-    """
-    if digits.labels is None:
-        raise ValueError("training needs labelled digits")
-    cluster = cluster or Cluster(device=resolve_device(train_params.device))
-    device, seed = cluster.device, train_params.seed
-    bf16 = uses_bf16(train_params.precision, train_params.device, device, not cluster.is_main)
-    order_generator = make_deterministic(seed, cluster.threads(threads), device)
-    augment_generator = stream_generator(seed, "augment")
-    config = ModelConfig.from_params(model_params)
-    model = build_model(config)  # initialised from the seeded global RNG, on the CPU
-    if cluster.rank > 0:  # other dropout masks than rank 0's (whose stream is unchanged)
-        torch.manual_seed(stream_seed(seed, f"dropout of rank {cluster.rank}"))
-    # channels_last lets oneDNN pick faster conv kernels (measured: bench/profile_train.py).
-    memory_format = torch.channels_last if config.arch == "cnn" else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
-    data = training_data(digits, train_params, device, memory_format)
-    n_train = len(data.train_labels)  # after the validation split
-    batch_size = global_batch_size(train_params, n_train, cluster)
-    trainer = wrap_model(model, cluster)  # DDP with several processes, else the model
-    optimizer = make_optimizer(trainer.parameters(), train_params)
-    steps = train_params.epochs * math.ceil(n_train / batch_size)
-    schedule = make_schedule(optimizer, train_params, steps)
-    generators = {"order": order_generator, "augment": augment_generator}
-
-    history: list[EpochStats] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume is not None:
-        best_state = restore(
-            resume,
-            model=model,
-            optimizer=optimizer,
-            schedule=schedule,
-            generators=generators,
-            cluster=cluster,
-        )
-        history = [EpochStats(**stats) for stats in resume["history"]]
-    amp = autocast(device, bf16)
-    for epoch in range(len(history) + 1, train_params.epochs + 1):
-        started = time.perf_counter()
-        loss_sum, correct, lr = _train_epoch(
-            trainer,
-            (optimizer, schedule),
-            data,
-            train_params,
-            batch_size,
-            generators,
-            cluster,
-            (memory_format, amp),
-        )
-        # Rank 0 alone validates (and so alone keeps the best epoch): the others only train.
-        val_loss, val_accuracy = (
-            score(model, data.val_images, data.val_labels) if cluster.is_main else (None, None)
-        )
-        stats = EpochStats(
-            epoch=epoch,
-            epochs=train_params.epochs,
-            train_loss=loss_sum / n_train,  # mean loss over the epoch's images
-            train_accuracy=correct / n_train,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=lr,
-            seconds=time.perf_counter() - started,
-        )
-        is_best = cluster.is_main and epoch == best_epoch([*history, stats])
-        if train_params.keep == "best" and is_best:
-            best_state = {name: value.clone() for name, value in model.state_dict().items()}
-        history.append(stats)
-        if save_checkpoint is not None:
-            state = capture(
-                epoch=epoch,
-                model=model,
-                optimizer=optimizer,
-                schedule=schedule,
-                generators=generators,
-                history=[asdict(done) for done in history],
-                best_model=best_state,
-                cluster=cluster,
-            )
-            save_checkpoint(state)
-        if report:
-            report(stats)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model = model.to("cpu").eval()  # the model file must load on a machine without a GPU
-    return TrainResult(model, config, history)
-
-
-def _train_epoch(
-    trainer: nn.Module,
-    stepping: tuple[torch.optim.Optimizer, LRScheduler | None],
-    data: TrainingData,
-    train_params: TrainParams,
-    batch_size: int,
-    generators: dict[str, torch.Generator],
-    cluster: Cluster,
-    layout: tuple[torch.memory_format, Callable[[], AbstractContextManager]],
-) -> tuple[float, int, float]:
-    """One pass over the training set: (sum of losses, correct predictions, last lr).
-
-    Every rank walks the same global batches and trains on its shard of each (all of it
-    with one process); the sums are over all ranks.
-    """
-    optimizer, schedule = stepping
-    memory_format, amp = layout  # channels_last or not; bf16 autocast or not
-    trainer.train()
-    device = cluster.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    lr = train_params.lr
-    for batch in global_batches(len(data.train_labels), batch_size, generators["order"]):
-        shard = cluster.shard(len(batch))
-        indices = batch[shard].to(device)
-        images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
-        if train_params.augment.enabled:
-            # Drawn for the whole global batch, so each image gets the same transform
-            # whatever the number of processes.
-            uniform = torch.rand(len(batch), 4, generator=generators["augment"])[shard]
-            images = affine_transform(images, train_params.augment, uniform.to(device))
-        images = standardize(images).contiguous(memory_format=memory_format)
-        labels = data.train_labels[indices]
-        optimizer.zero_grad()
-        with amp():
-            log_probs = trainer(images)  # (B, 10)
-            loss = classification_loss(log_probs, labels, train_params.label_smoothing)
-        # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
-        # of the batch times the world size makes that average the global batch's mean.
-        share = len(indices) * cluster.world_size / len(batch)
-        (loss * share if share != 1 else loss).backward()
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        loss_sum += loss.detach().double() * len(indices)
-        correct += (log_probs.argmax(dim=1) == labels).sum()
-    totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
-    return totals[0], int(totals[1]), lr
-
-
-def best_epoch(history: list[EpochStats]) -> int:
-    """The first epoch with the highest validation accuracy (the last one without any)."""
-    if not history or history[-1].val_accuracy is None:
-        return len(history)
-    best = max(history, key=lambda stats: (stats.val_accuracy, -stats.epoch))
-    return best.epoch
-
-
-def score(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[float | None, float | None]:
-    """Mean NLL and accuracy of standardised images, with dropout off; None if no images."""
-    if len(labels) == 0:
-        return None, None
-    model.eval()
-    with torch.no_grad():
-        log_probs = model(images)  # (N, 10)
-        loss = torch.nn.functional.nll_loss(log_probs, labels).item()
-        accuracy = (log_probs.argmax(dim=1) == labels).to(torch.float64).mean().item()
-    return loss, accuracy
+from stages.core.artifacts import load_prepared
+from stages.core.params import ModelParams, TrainParams
+from stages.model.model_file import save_model
+from stages.training.checkpoint import CheckpointStore, made_with
+from stages.training.distributed import session, wait_for_main
+from stages.training.log import TrainingLog
+from stages.training.loop import TrainResult, best_epoch, train_model
+from stages.training.runtime import uses_bf16
+from stages.training.stats import EpochReport, EpochStats
 
 
 def run(
@@ -257,8 +38,6 @@ def run(
     Under torchrun every process trains; rank 0 alone writes the model, the checkpoints
     and the DVCLive folder, while the others wait for it.
     """
-    from stages.training_log import TrainingLog  # imports this module
-
     digits = load_prepared(train_path)
     with session(train_params.device) as cluster:
         store, resume = None, None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.data_io import Digits
+from stages.core.digits import Digits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

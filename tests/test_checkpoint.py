@@ -16,13 +16,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stages.checkpoint import CHECKPOINT_FILE, GITIGNORE, CheckpointStore
 from stages.cli import app
-from stages.data_io import save_prepared
-from stages.distributed import SINGLE_PROCESS
-from stages.model import save_model
-from stages.params import parse_params
-from stages.train import train_model
+from stages.core.artifacts import save_prepared
+from stages.core.params import parse_params
+from stages.model.model_file import save_model
+from stages.training.checkpoint import CHECKPOINT_FILE, GITIGNORE, CheckpointStore
+from stages.training.distributed import SINGLE_PROCESS
+from stages.training.loop import train_model
 from tests.conftest import REPO_ROOT, synthetic_digits, write_params
 from tests.dvc_repo import command_env
 from tests.test_training_recipes import FANCY_TRAIN, TINY_CNN
@@ -115,13 +115,13 @@ def test_train_command_resumes_after_a_crash_and_cleans_up(tmp_path, monkeypatch
     assert _train_command(tmp_path, "uninterrupted.safetensors").exit_code == 0
     assert os.listdir(tmp_path / "data/checkpoint") == [".gitignore"]  # a finished run
 
-    import stages.progress
+    import stages.training.progress
 
     def crash_after_epoch_2(stats):
         if stats.epoch == 2:
             raise CrashError
 
-    monkeypatch.setattr(stages.progress, "epoch_line", crash_after_epoch_2)
+    monkeypatch.setattr(stages.training.progress, "epoch_line", crash_after_epoch_2)
     crashed = _train_command(tmp_path, "resumed.safetensors")
     assert isinstance(crashed.exception, CrashError)
     assert (tmp_path / "data/checkpoint" / CHECKPOINT_FILE).is_file()

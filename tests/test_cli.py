@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.csv_digits import write_csv_digits
+from stages.formats.csv_digits import write_csv_digits
 from tests.conftest import synthetic_digits, write_params
 
 runner = CliRunner()

@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.csv_digits import read_csv_digits, write_csv_digits
-from stages.data_io import (
-    PIXEL_COLUMNS,
-    atomic_output,
-    load_prepared,
-    save_prepared,
-)
-from stages.errors import PipelineError
+from stages.core.artifacts import atomic_output, load_prepared, save_prepared
+from stages.core.digits import PIXEL_COLUMNS
+from stages.core.errors import PipelineError
+from stages.formats.csv_digits import read_csv_digits, write_csv_digits
 from tests.conftest import replace_cell
 
 

@@ -10,12 +10,17 @@ import torch
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.data_io import save_prepared
-from stages.errors import PipelineError
-from stages.model import load_model
-from stages.params import ModelParams, TrainParams
-from stages.runtime import CUBLAS_DETERMINISTIC_WORKSPACE, autocast, resolve_device, uses_bf16
-from stages.train import train_model
+from stages.core.artifacts import save_prepared
+from stages.core.errors import PipelineError
+from stages.core.params import ModelParams, TrainParams
+from stages.model.model_file import load_model
+from stages.training.loop import train_model
+from stages.training.runtime import (
+    CUBLAS_DETERMINISTIC_WORKSPACE,
+    autocast,
+    resolve_device,
+    uses_bf16,
+)
 from tests.conftest import REPO_ROOT, synthetic_digits, write_params
 from tests.test_train import RECIPE
 
@@ -82,9 +87,9 @@ def test_cuda_without_a_gpu_is_a_one_line_error(no_gpu, tmp_path, monkeypatch, t
 
 def test_the_bf16_autocast_path_trains(monkeypatch):
     """CUDA's bf16 code path, run on the CPU (where torch.autocast also has bf16)."""
-    import stages.train
+    import stages.training.loop
 
-    monkeypatch.setattr(stages.train, "uses_bf16", lambda *args: True)
+    monkeypatch.setattr(stages.training.loop, "uses_bf16", lambda *args: True)
     settings = TrainParams.model_validate(RECIPE | {"epochs": 4, "lr": 0.01, "batch_size": 20})
     model, _, history = train_model(synthetic_digits(60), TINY_CNN, settings, threads=1)
     assert history[-1].train_loss < history[0].train_loss

@@ -15,12 +15,13 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.data_io import load_prepared
-from stages.distributed import Cluster, broadcast_bytes, gather_states, sum_across
-from stages.errors import PipelineError
-from stages.model import load_model, scale_pixels
-from stages.params import TrainParams
-from stages.train import train_model
+from stages.core.artifacts import load_prepared
+from stages.core.errors import PipelineError
+from stages.core.params import TrainParams
+from stages.model.model_file import load_model
+from stages.model.networks import scale_pixels
+from stages.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
+from stages.training.loop import train_model
 from tests.conftest import REPO_ROOT, write_params
 from tests.dvc_repo import command_env
 from tests.test_train import MODEL, RECIPE

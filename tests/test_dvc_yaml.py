@@ -1,8 +1,11 @@
-"""dvc.yaml and the CLI agree: stages are named after commands, paths match defaults."""
+"""dvc.yaml and the CLI agree: stages are named after commands, paths match defaults, and
+each stage's code deps cover every project file that its command can import."""
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import typer
 import yaml
@@ -53,10 +56,111 @@ def test_paths_from_params_are_declared_params_of_their_stage():
                 assert path.removeprefix("${").removesuffix("}") in stage["params"], name
 
 
-def test_every_stage_depends_on_its_own_code():
+def _module_file(module: str) -> Path | None:
+    """stages.x.y -> its file in this checkout (a package's __init__.py); None if not ours."""
+    if module != "stages" and not module.startswith("stages."):
+        return None
+    base = REPO_ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(tree: ast.AST, package: str) -> set[str]:
+    """Every module an AST imports, anywhere in it (lazy imports inside functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+    return found
+
+
+def _with_parents(module: str) -> list[str]:
+    """Importing stages.a.b runs stages/__init__.py and stages/a/__init__.py first."""
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _project_files_imported_by(stage_name: str) -> set[Path]:
+    """The closure of project files that `python -m stages <stage_name>` can import.
+
+    Starts from __main__ and cli.py's module-level imports plus the imports inside the
+    stage's own command function, then follows every import (lazy ones included) of every
+    project module reached. Other commands' lazy imports are not followed.
+    """
+    cli_tree = ast.parse((REPO_ROOT / "stages/cli.py").read_text())
+    command_bodies = [
+        node
+        for node in cli_tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == stage_name
+    ]
+    module_level = ast.Module(
+        body=[node for node in cli_tree.body if isinstance(node, ast.Import | ast.ImportFrom)],
+        type_ignores=[],
+    )
+    todo = {"stages.__main__", "stages.cli"}
+    todo |= _imported_modules(module_level, "stages")
+    for body in command_bodies:
+        todo |= _imported_modules(body, "stages")
+    seen: set[str] = set()
+    files: set[Path] = set()
+    while todo:
+        module = todo.pop()
+        for name in _with_parents(module):
+            if name in seen:
+                continue
+            seen.add(name)
+            path = _module_file(name)
+            if path is None:
+                continue
+            files.add(path)
+            if name == "stages.cli":
+                continue  # only its module level and this stage's command count (above)
+            is_package = path.name == "__init__.py"
+            package = name if is_package else name.rpartition(".")[0]
+            todo |= _imported_modules(ast.parse(path.read_text()), package)
+    return files
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    relative = path.relative_to(REPO_ROOT).as_posix()
+    return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_every_stage_depends_on_all_the_code_its_command_imports():
     for name, stage in PIPELINE.items():
-        assert f"stages/{name}.py" in stage["deps"], name
-        assert (REPO_ROOT / "stages" / f"{name}.py").is_file()
+        imported = _project_files_imported_by(name)
+        assert REPO_ROOT / "stages" / f"{name}.py" in imported, name
+        missing = sorted(
+            path.relative_to(REPO_ROOT).as_posix()
+            for path in imported
+            if not _covered(path, stage["deps"])
+        )
+        assert not missing, f"stage {name}: deps miss {missing}"
+
+
+def test_the_import_check_notices_a_missing_dep():
+    """The check itself can fail: train imports the training package, which split lacks."""
+    training_files = [
+        path for path in _project_files_imported_by("train") if "training" in path.parts
+    ]
+    assert training_files
+    assert not any(_covered(path, PIPELINE["split"]["deps"]) for path in training_files)
+
+
+def test_code_deps_exist():
+    for name, stage in PIPELINE.items():
+        for dep in stage["deps"]:
+            if dep.startswith("stages"):
+                assert (REPO_ROOT / dep).exists(), f"{name}: {dep}"
 
 
 def test_commands_have_a_docstring_as_help():

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stages.data_io import write_predictions
-from stages.errors import PipelineError
-from stages.evaluate import compute_metrics, run
+from stages.core.errors import PipelineError
+from stages.core.predictions import write_predictions
+from stages.evaluate import run
 from stages.predict import predictions_table
+from stages.reports.scores import compute_metrics
 
 
 def _table(true_labels, predicted_labels):

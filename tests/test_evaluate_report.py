@@ -12,24 +12,23 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages import pictures
 from stages.cli import app
-from stages.data_io import (
+from stages.core.artifacts import save_prepared
+from stages.core.digits import Digits
+from stages.core.errors import PipelineError
+from stages.core.predictions import (
     CONFIDENCE_COLUMN,
     PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     TRUE_COLUMN,
-    Digits,
-    save_prepared,
     write_predictions,
 )
-from stages.errors import PipelineError
-from stages.evaluate import (
-    PlotPaths,
+from stages.evaluate import PlotPaths, run
+from stages.reports import pictures
+from stages.reports.scores import (
     compute_metrics,
     confusion_table,
     digit_accuracy_table,
-    run,
     scored_from_table,
 )
 from tests.conftest import REPO_ROOT, synthetic_digits

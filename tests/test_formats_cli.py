@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.csv_digits import write_csv_digits
-from stages.idx import write_idx, write_idx_digits
+from stages.formats.csv_digits import write_csv_digits
+from stages.formats.idx import write_idx, write_idx_digits
 from tests.conftest import REPO_ROOT, synthetic_digits
 
 

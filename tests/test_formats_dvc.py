@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.data_io import Digits
-from stages.idx import write_idx_digits
+from stages.core.digits import Digits
+from stages.formats.idx import write_idx_digits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stages import offline_plots
+from stages.tools import offline_plots
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / ".dvc" / "offline_plots.html"

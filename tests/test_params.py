@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from stages.errors import PipelineError
-from stages.params import load_params, parse_params
+from stages.core.errors import PipelineError
+from stages.core.params import load_params, parse_params
 from tests.conftest import REPO_ROOT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.data_io import PROBABILITY_COLUMNS
-from stages.model import ModelConfig, build_model
+from stages.core.predictions import PROBABILITY_COLUMNS
+from stages.model.networks import ModelConfig, build_model
 from stages.predict import class_probabilities, predictions_table
 
 

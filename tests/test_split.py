@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import PipelineError
-from stages.params import DataParams
+from stages.core.errors import PipelineError
+from stages.core.params import DataParams
 from stages.split import load_bundled_digits, split_digits
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from stages.params import ModelParams, TrainParams, load_params
-from stages.train import train_model
+from stages.core.params import ModelParams, TrainParams, load_params
+from stages.training.loop import train_model
 from tests.conftest import REPO_ROOT
 
 MODEL = ModelParams(arch="mlp", hidden=[32, 16], dropout=0.2, channels=[8])

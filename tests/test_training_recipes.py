@@ -16,15 +16,18 @@ import yaml
 from torch import nn
 from typer.testing import CliRunner
 
-from stages.augment import random_affine
 from stages.cli import app
-from stages.data_io import save_prepared
-from stages.errors import PipelineError
-from stages.model import CNN, ModelConfig, build_model, load_model, save_model, scale_pixels
-from stages.optimization import classification_loss, make_optimizer, make_schedule
-from stages.params import AugmentParams, ModelParams, TrainParams, parse_params
-from stages.progress import epoch_line
-from stages.train import EpochStats, score, split_validation, train_model
+from stages.core.artifacts import save_prepared
+from stages.core.errors import PipelineError
+from stages.core.params import AugmentParams, ModelParams, TrainParams, parse_params
+from stages.model.model_file import load_model, save_model
+from stages.model.networks import CNN, ModelConfig, build_model, scale_pixels
+from stages.training.augment import random_affine
+from stages.training.batches import split_validation
+from stages.training.loop import score, train_model
+from stages.training.optimization import classification_loss, make_optimizer, make_schedule
+from stages.training.progress import epoch_line
+from stages.training.stats import EpochStats
 from tests.conftest import REPO_ROOT, synthetic_digits, write_params
 
 TINY_CNN = {"arch": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.1}
@@ -308,7 +311,7 @@ def test_progress_bar_on_a_terminal_shows_validation_accuracy():
 
     from rich.console import Console
 
-    from stages.progress import epoch_reporter
+    from stages.training.progress import epoch_reporter
 
     output = io.StringIO()
     console = Console(file=output, force_terminal=True, width=120)

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 # cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
 # when it first starts, so it is set before anything runs on the GPU.

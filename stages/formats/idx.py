@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.data_io import IMAGE_SIDE, N_CLASSES, Digits, atomic_output
-from stages.errors import PipelineError
+from stages.core.artifacts import atomic_output
+from stages.core.digits import IMAGE_SIDE, N_CLASSES, Digits
+from stages.core.errors import PipelineError
 
 GZIP_MAGIC = b"\x1f\x8b"
 IMAGES_MAGIC = 0x00000803

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.data_io import IMAGE_SIDE, Digits
-from stages.errors import PipelineError
+from stages.core.digits import IMAGE_SIDE, Digits
+from stages.core.errors import PipelineError
 
 DIGIT_BOX = 20  # MNIST scaled each digit to fit a 20x20 box...
 CENTRE = 14.0  # ...and moved its centre of mass here (row and column index in 28x28)

@@ -18,8 +18,8 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
-from stages.data_io import N_CLASSES
-from stages.evaluate import Scored
+from stages.core.digits import N_CLASSES
+from stages.reports.scores import Scored
 
 DPI = 100
 MISTAKES_SHOWN = 24  # 4 rows of 6: enough to see patterns, big enough to read

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.data_io import IMAGE_SIDE, LABEL_COLUMN, PIXEL_COLUMNS, PIXELS, Digits, atomic_output
-from stages.errors import PipelineError
+from stages.core.artifacts import atomic_output
+from stages.core.digits import IMAGE_SIDE, LABEL_COLUMN, PIXEL_COLUMNS, PIXELS, Digits
+from stages.core.errors import PipelineError
 
 EXPECTED_LAYOUT = (
     "a CSV of digits: a header `label,pixel0,...,pixel783`, or no header and 785 columns "

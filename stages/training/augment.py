@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
-from stages.params import AugmentParams
+from stages.core.params import AugmentParams
 
 
 def random_affine(

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from stages.data_io import atomic_output
-from stages.distributed import Cluster, broadcast_bytes, gather_states
-from stages.params import ModelParams, TrainParams
+from stages.core.artifacts import atomic_output
+from stages.core.params import ModelParams, TrainParams
+from stages.training.distributed import Cluster, broadcast_bytes, gather_states
 
 CHECKPOINT_FILE = "train.pt"
 FORMAT_VERSION = 1

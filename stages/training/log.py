@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from types import TracebackType
 
-from stages.data_io import atomic_output
-from stages.train import EpochReport, EpochStats
+from stages.core.artifacts import atomic_output
+from stages.training.stats import EpochReport, EpochStats
 
 TIMING_FILE = "timing.json"
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, OneCycleLR
 
-from stages.params import TrainParams
+from stages.core.params import TrainParams
 
 
 def make_optimizer(

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from stages.errors import PipelineError
+from stages.core.errors import PipelineError
 
 
 class _Section(BaseModel):

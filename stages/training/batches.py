@@ -9,12 +9,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from stages.data_io import Digits
-from stages.distributed import Cluster
-from stages.errors import PipelineError
-from stages.model import standardize
-from stages.params import TrainParams
-from stages.runtime import stream_seed
+from stages.core.digits import Digits
+from stages.core.errors import PipelineError
+from stages.core.params import TrainParams
+from stages.model.networks import standardize
+from stages.training.distributed import Cluster
+from stages.training.runtime import stream_seed
 
 
 def split_validation(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

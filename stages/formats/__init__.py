@@ -10,11 +10,12 @@ import gzip
 import zlib
 from pathlib import Path
 
-from stages.csv_digits import read_csv_digits
-from stages.data_io import Digits, load_prepared
-from stages.errors import PipelineError
-from stages.idx import GZIP_MAGIC, LABELS_MAGIC, is_idx, read_idx_digits, sibling_labels
-from stages.images import read_image_files, read_image_folder
+from stages.core.artifacts import load_prepared
+from stages.core.digits import Digits
+from stages.core.errors import PipelineError
+from stages.formats.csv_digits import read_csv_digits
+from stages.formats.idx import GZIP_MAGIC, LABELS_MAGIC, is_idx, read_idx_digits, sibling_labels
+from stages.formats.images import read_image_files, read_image_folder
 
 # First bytes of the image formats that Pillow reads for us.
 _IMAGE_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stages.train import EpochReport, EpochStats
+from stages.training.stats import EpochReport, EpochStats
 
 
 def epoch_line(stats: EpochStats) -> str:

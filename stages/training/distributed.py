@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from stages.runtime import resolve_device
+from stages.training.runtime import resolve_device
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.data_io import atomic_output
-from stages.errors import PipelineError
+from stages.core.artifacts import atomic_output
+from stages.core.errors import PipelineError
 
 # DVC's built-in templates are Vega-Lite v5 specs (their `$schema` says v5, and the
 # confusion template uses v5's `selection`, which v6 dropped); bundle a v5 to match.

@@ -1,0 +1,1 @@
+"""The small core: digit types, params schema, errors and artifact I/O. Imports nothing above it."""

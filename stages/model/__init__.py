@@ -1,0 +1,1 @@
+"""The networks and the model file: what `train` writes and `predict` reads."""

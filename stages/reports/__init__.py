@@ -1,0 +1,1 @@
+"""What `evaluate` writes: scores, plot tables and pictures."""
