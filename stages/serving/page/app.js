@@ -12,11 +12,13 @@ const confidenceText = document.getElementById("confidence");
 const message = document.getElementById("message");
 const dropZone = document.getElementById("drop-zone");
 const fileInput = document.getElementById("file");
+const results = document.getElementById("results");
 
 let drawing = null; // {x, y} of the last point while a pointer is down
 let hasInk = false;
 let inFlight = false;
 let pending = false; // the pad changed while a request was out
+let generation = 0; // bumped by Clear: answers to older requests are dropped
 
 function clearPad() {
   ink.fillStyle = "#fff";
@@ -81,8 +83,14 @@ for (const name of ["pointerup", "pointercancel"]) {
   });
 }
 
+// aria-busy tells assistive technology (and tests) that the result is about to change.
+function setBusy(busy) {
+  results.setAttribute("aria-busy", String(busy));
+}
+
 function requestPrediction() {
   if (!hasInk) return;
+  setBusy(true);
   if (inFlight) {
     pending = true;
     return;
@@ -94,9 +102,11 @@ function requestPrediction() {
 async function send(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
+  const sentIn = generation;
   try {
     const response = await fetch("predict", { method: "POST", body: form });
     const answer = await response.json();
+    if (sentIn !== generation) return;
     if (response.ok) show(answer);
     else message.textContent = answer.detail || `error ${response.status}`;
   } catch (err) {
@@ -106,6 +116,8 @@ async function send(blob, name) {
     if (pending) {
       pending = false;
       requestPrediction();
+    } else {
+      setBusy(false);
     }
   }
 }
@@ -134,6 +146,7 @@ function drawPreview(pixels) {
 
 function reset() {
   clearPad();
+  generation += 1;
   pending = false;
   predictedText.textContent = "–";
   confidenceText.textContent = "";
@@ -150,6 +163,7 @@ function classifyFile(file) {
   if (!file) return;
   clearPad(); // the result is the file's, not the drawing's
   inFlight = true;
+  setBusy(true);
   send(file, file.name);
 }
 
