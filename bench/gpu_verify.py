@@ -102,7 +102,14 @@ def read_results(out: Path) -> list[dict]:
     path = out / RESULTS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:  # a line cut short by a kill is dropped; its check then counts as not run
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows.append(row | {"metrics": row.get("metrics") or {}, "alerts": row.get("alerts", 0)})
+    return rows
 
 
 def compose(results: list[dict], planned: dict[str, str | None], args, elapsed: float) -> dict:
@@ -183,14 +190,18 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"gpu_verify: device {args.device}, budget {args.budget_seconds} s", file=log)
         for group in args.only:
             left = deadline - time.monotonic() - RESERVE_SECONDS
-            if group == "serving":
-                serving_check(args.out)
-                planned[group] = None
-            elif left < 10:
-                planned[group] = f"the --budget-seconds {args.budget_seconds} were spent"
-            else:
-                log.flush()
-                planned[group] = run_group(group, args, min(GROUPS[group] * scale, left), log)
+            try:
+                if group == "serving":
+                    serving_check(args.out)
+                    planned[group] = None
+                elif left < 10:
+                    planned[group] = f"the --budget-seconds {args.budget_seconds} were spent"
+                else:
+                    log.flush()
+                    timeout = min(GROUPS[group] * scale, left)
+                    planned[group] = run_group(group, args, timeout, log)
+            except Exception as err:  # e.g. no child process could start: say so, go on
+                planned[group] = f"could not run the group: {gpu_common.first_line(err)}"
             if group == "train" and _no_gpu(args.out):
                 for rest in args.only[args.only.index(group) + 1 :]:
                     planned[rest] = "no CUDA GPU (see environment)"
