@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from stages.core.errors import PipelineError
 
+MAX_MEMBERS = 16  # networks in one ensemble (model.members)
+
 
 class _Section(BaseModel):
     # strict: "50" is not an int and 1.5 is not an epoch count; forbid: catches typos.
@@ -45,6 +47,13 @@ class ModelParams(_Section):
     channels: list[Annotated[int, Field(ge=1)]] = Field(
         min_length=1, max_length=4, description="cnn only: output channels of each conv block"
     )
+    # A default, so params files written before ensembles existed still validate.
+    members: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="networks in an ensemble that averages their probabilities; 1 = one",
+    )
 
 
 class AugmentParams(_Section):
@@ -77,7 +86,9 @@ class TrainParams(_Section):
     keep: Literal["final", "best"] = Field(description="model of the last or best-val epoch")
     augment: AugmentParams
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto = CUDA when available")
-    precision: Literal["fp32", "bf16"] = Field(description="bf16 = autocast, on CUDA only")
+    precision: Literal["fp32", "bf16"] = Field(
+        description="bf16 = autocast, on CUDA or a CPU with native bf16"
+    )
 
     @field_validator("keep")
     @classmethod

@@ -49,3 +49,26 @@ def affine_transform(
     return F.grid_sample(
         unit_images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
+
+
+def augment_batch(
+    unit_images: torch.Tensor,
+    params: AugmentParams,
+    generator: torch.Generator,
+    *,
+    shard: slice,
+    global_size: int,
+    copies: int = 1,
+) -> torch.Tensor:
+    """Augment this process's shard of a global batch: (B, 1, 28, 28) -> the same shape,
+    or (copies, B, 1, 28, 28) with an independent draw for each member of an ensemble.
+
+    The numbers are drawn for the whole global batch (global_size images), so each image
+    gets the same transform whatever the number of processes; the first copy's draw is
+    the one a single network gets, so copies=1 leaves its random stream unchanged.
+    """
+    draws = []
+    for _ in range(copies):
+        uniform = torch.rand(global_size, 4, generator=generator)[shard]  # (B, 4)
+        draws.append(affine_transform(unit_images, params, uniform.to(unit_images.device)))
+    return draws[0] if copies == 1 else torch.stack(draws)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -20,8 +21,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from stages.core.digits import Digits
 from stages.core.params import ModelParams, TrainParams
+from stages.model.ensemble import ensemble_size, mean_of_probabilities, summed_member_losses
 from stages.model.networks import ModelConfig, build_model, standardize
-from stages.training.augment import affine_transform
+from stages.training.augment import augment_batch
 from stages.training.batches import TrainingData, global_batch_size, global_batches, training_data
 from stages.training.checkpoint import Checkpoint, capture, restore
 from stages.training.distributed import Cluster, sum_across, wrap_model
@@ -166,24 +168,32 @@ def _train_epoch(
     memory_format, amp = layout  # channels_last or not; bf16 autocast or not
     trainer.train()
     device = cluster.device
+    members = ensemble_size(trainer)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     lr = train_params.lr
+    smoothed_loss = partial(classification_loss, label_smoothing=train_params.label_smoothing)
     for batch in global_batches(len(data.train_labels), batch_size, generators["order"]):
         shard = cluster.shard(len(batch))
         indices = batch[shard].to(device)
         images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
-        if train_params.augment.enabled:
-            # Drawn for the whole global batch, so each image gets the same transform
-            # whatever the number of processes.
-            uniform = torch.rand(len(batch), 4, generator=generators["augment"])[shard]
-            images = affine_transform(images, train_params.augment, uniform.to(device))
-        images = standardize(images).contiguous(memory_format=memory_format)
+        if train_params.augment.enabled:  # an ensemble's members each get their own draw
+            images = augment_batch(
+                images,
+                train_params.augment,
+                generators["augment"],
+                shard=shard,
+                global_size=len(batch),
+                copies=members,
+            )  # (B, 1, 28, 28), or (M, B, 1, 28, 28) for M members
+        images = standardize(images)
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=memory_format)
         labels = data.train_labels[indices]
         optimizer.zero_grad()
         with amp():
-            log_probs = trainer(images)  # (B, 10)
-            loss = classification_loss(log_probs, labels, train_params.label_smoothing)
+            log_probs = trainer(images)  # (B, 10), or (M, B, 10) from an ensemble
+            loss = summed_member_losses(log_probs, labels, smoothed_loss)
         # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
         # of the batch times the world size makes that average the global batch's mean.
         share = len(indices) * cluster.world_size / len(batch)
@@ -192,8 +202,8 @@ def _train_epoch(
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        loss_sum += loss.detach().double() * len(indices)
-        correct += (log_probs.argmax(dim=1) == labels).sum()
+        loss_sum += loss.detach().double() * len(indices) / members  # per member
+        correct += (mean_of_probabilities(log_probs).argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
     return totals[0], int(totals[1]), lr
 
