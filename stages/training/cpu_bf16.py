@@ -16,13 +16,17 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @cache
-def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True if the CPU flags list AVX512-BF16 or AMX-BF16 (Linux); False if unknown."""
+def native_bf16() -> bool:
+    """True if this CPU's flags list AVX512-BF16 or AMX-BF16 (Linux); False if unknown."""
     try:
-        text = cpuinfo.read_text(errors="replace")
+        return lists_native_bf16(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:  # not Linux, or no /proc: say no rather than guess
         return False
-    for line in text.splitlines():
+
+
+def lists_native_bf16(cpuinfo: str) -> bool:
+    """Whether the first `flags` line of a /proc/cpuinfo text names a bf16 instruction set."""
+    for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             return bool(NATIVE_BF16_FLAGS & set(line.partition(":")[2].split()))
     return False
