@@ -50,6 +50,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "fast-10": FAST | {"train.epochs": 10},
     "fast-fp32": FAST | {"train.precision": "fp32"},
     "best-30": BEST | {"train.epochs": 30},
+    "best-elastic": BEST | {"train.augment.elastic_alpha": 34.0},
+    "fast-elastic": FAST | {"train.augment.elastic_alpha": 34.0},
     "old-best": OLD_BEST,
 }
 

@@ -232,3 +232,32 @@ def test_bf16_training_on_this_cpu_learns_and_keeps_fp32_weights(repo_params, mo
     assert history[-1].train_loss < history[0].train_loss
     floats = [weight for weight in model.state_dict().values() if weight.is_floating_point()]
     assert all(weight.dtype == torch.float32 for weight in floats)
+
+
+# Elastic distortion (train.augment.elastic_alpha)
+
+
+def test_elastic_distortion_is_seeded_smooth_and_off_by_default():
+    from stages.core.params import AugmentParams
+    from stages.training.augment import elastic_displacement
+
+    images = torch.from_numpy(synthetic_digits(8).images).float() / 255
+    whole = slice(0, 8)
+    affine = AugmentParams.model_validate(AUGMENT)
+    assert affine.elastic_alpha == 0  # the default leaves the affine augmentation as it was
+    elastic = affine.model_copy(update={"elastic_alpha": 34.0})
+
+    def draw(params, seed):
+        generator = torch.Generator().manual_seed(seed)
+        return augment_batch(images, params, generator, shard=whole, global_size=8)
+
+    assert torch.equal(draw(elastic, 0), draw(elastic, 0))
+    assert not torch.equal(draw(elastic, 0), draw(affine, 0))
+    assert draw(elastic, 0).min() >= 0
+    assert draw(elastic, 0).max() <= 1
+    noise = torch.rand(4, 2, 28, 28, generator=torch.Generator().manual_seed(0))
+    pixels = elastic_displacement(noise, elastic) * 28 / 2  # grid units -> pixels
+    assert pixels.shape == (4, 28, 28, 2)
+    assert 0.3 < pixels.std() < 3  # a pixel or two: a distortion, not a scramble
+    # Smooth: neighbouring pixels move almost together.
+    assert (pixels[:, 1:] - pixels[:, :-1]).abs().mean() < 0.2 * pixels.abs().mean()

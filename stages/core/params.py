@@ -64,6 +64,14 @@ class AugmentParams(_Section):
         min_length=2, max_length=2, description="[min, max] zoom factor"
     )
 
+    # Defaults, so params files written before elastic distortion existed still validate.
+    elastic_alpha: float = Field(
+        default=0.0, ge=0, le=100, description="elastic distortion strength in pixels; 0 = off"
+    )
+    elastic_sigma: float = Field(
+        default=5.0, ge=1, le=14, description="smoothness (Gaussian std, pixels) of the distortion"
+    )
+
     @field_validator("scale")
     @classmethod
     def _ordered(cls, scale: list[float]) -> list[float]:

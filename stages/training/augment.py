@@ -1,4 +1,5 @@
-"""Data augmentation: a random affine transform (rotation, shift, zoom) of each image.
+"""Data augmentation: a random affine transform (rotation, shift, zoom) of each image,
+optionally followed by an elastic distortion (Simard et al. 2003, `elastic_alpha` > 0).
 
 It runs on a whole batch of tensors at once (one affine_grid + grid_sample call), drawn
 from its own seeded generator, so it is fast and the same params give the same images.
@@ -27,7 +28,10 @@ def random_affine(
 
 
 def affine_transform(
-    unit_images: torch.Tensor, params: AugmentParams, uniform: torch.Tensor
+    unit_images: torch.Tensor,
+    params: AugmentParams,
+    uniform: torch.Tensor,
+    displacement: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Transform each image by its own 4 numbers in [0, 1): (B, 4) on the images' device.
 
@@ -46,6 +50,8 @@ def affine_transform(
         dim=1,
     )  # (B, 2, 3)
     grid = F.affine_grid(theta, list(unit_images.shape), align_corners=False)  # (B, 28, 28, 2)
+    if displacement is not None:  # elastic: every output pixel samples a little elsewhere
+        grid = grid + displacement
     return F.grid_sample(
         unit_images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
@@ -68,7 +74,32 @@ def augment_batch(
     the one a single network gets, so copies=1 leaves its random stream unchanged.
     """
     draws = []
+    device = unit_images.device
     for _ in range(copies):
         uniform = torch.rand(global_size, 4, generator=generator)[shard]  # (B, 4)
-        draws.append(affine_transform(unit_images, params, uniform.to(unit_images.device)))
+        displacement = None
+        if params.elastic_alpha > 0:  # drawn only then: the affine stream stays as it was
+            side = unit_images.shape[-1]
+            noise = torch.rand(global_size, 2, side, side, generator=generator)[shard]
+            displacement = elastic_displacement(noise.to(device), params)
+        draws.append(affine_transform(unit_images, params, uniform.to(device), displacement))
     return draws[0] if copies == 1 else torch.stack(draws)
+
+
+def elastic_displacement(noise: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """(B, 2, H, W) uniform noise in [0, 1) -> (B, H, W, 2) displacement in grid units.
+
+    Simard et al. (2003): a random displacement in [-1, 1] per pixel and axis, smoothed
+    by a Gaussian of std `elastic_sigma` pixels (normalised, zero-padded, separable), then
+    scaled by `elastic_alpha` pixels. affine_grid's units are 2/side per pixel.
+    """
+    side = noise.shape[-1]
+    radius = math.ceil(3 * params.elastic_sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=noise.dtype, device=noise.device)
+    kernel = torch.exp(-0.5 * (offsets / params.elastic_sigma) ** 2)
+    kernel = kernel / kernel.sum()  # (K,)
+    along_x = kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1)  # one depthwise filter per axis
+    along_y = kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1)
+    field = F.conv2d(2 * noise - 1, along_x, padding=(0, radius), groups=2)
+    field = F.conv2d(field, along_y, padding=(radius, 0), groups=2)  # (B, 2, H, W)
+    return (field * (params.elastic_alpha * 2 / side)).permute(0, 2, 3, 1)
