@@ -261,3 +261,16 @@ def test_elastic_distortion_is_seeded_smooth_and_off_by_default():
     assert 0.3 < pixels.std() < 3  # a pixel or two: a distortion, not a scramble
     # Smooth: neighbouring pixels move almost together.
     assert (pixels[:, 1:] - pixels[:, :-1]).abs().mean() < 0.2 * pixels.abs().mean()
+
+
+def test_onnx_export_of_an_ensemble_gives_its_probabilities(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from stages.serving.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    ensemble = build_model(_config(3)).eval()
+    export_onnx(ensemble, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    images = synthetic_digits(5).images  # uint8 (5, 1, 28, 28)
+    (exported,) = session.run(None, {session.get_inputs()[0].name: images})
+    np.testing.assert_allclose(exported, class_probabilities(ensemble, images), atol=1e-5)
