@@ -48,6 +48,8 @@ RECIPES: dict[str, dict[str, object]] = {
     # reports its first k members' mean for k = 1..5 and every recipe a shift TTA score.
     "fast-8": FAST | {"train.epochs": 8},
     "fast-12": FAST | {"train.epochs": 12},
+    "fast-15": FAST | {"train.epochs": 15},
+    "fast-ens3-6": FAST | {"train.epochs": 6, "model.members": 3},
     "fast-fp32": FAST | {"train.precision": "fp32"},
     "best-affine-20": BEST | {"train.epochs": 20, "train.augment.elastic_alpha": 0.0},
     "best-affine-30": BEST | {"train.augment.elastic_alpha": 0.0},
