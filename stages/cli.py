@@ -16,6 +16,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
+from stages.core.console import say as _say  # progress and summaries: stderr
 from stages.core.errors import PipelineError
 from stages.core.params import load_params
 
@@ -64,11 +65,6 @@ def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _say(message: str) -> None:
-    """Progress and summaries go to stderr, keeping stdout clean for data."""
-    typer.echo(message, err=True)
 
 
 @app.command()
@@ -170,14 +166,14 @@ def train(
     is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
     with epoch_reporter() if is_main else contextlib.nullcontext() as report:
         result = stage.run(
-            train_data,
-            model,
-            live_dir,
-            settings.model,
-            settings.train,
-            settings.runtime.threads,
-            report,
-            checkpoint_dir,
+            train_path=train_data,
+            model_path=model,
+            live_dir=live_dir,
+            model_params=settings.model,
+            train_params=settings.train,
+            threads=settings.runtime.threads,
+            report=report,
+            checkpoint_dir=checkpoint_dir,
         )
     if is_main:
         _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")

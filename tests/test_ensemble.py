@@ -20,7 +20,7 @@ from stages.model.model_file import load_model, save_model
 from stages.model.networks import ModelConfig, build_model
 from stages.predict import class_probabilities
 from stages.training import cpu_bf16, runtime
-from stages.training.augment import augment_batch
+from stages.training.augment import augment_images, draw_augmentation
 from stages.training.loop import train_model
 from stages.training.optimization import classification_loss
 from tests.conftest import synthetic_digits, write_params
@@ -96,16 +96,18 @@ def test_each_member_trains_exactly_as_it_would_alone(repo_params):
     assert 0 <= history[-1].train_accuracy <= 1
 
 
+def _augmented(images, params, seed, copies=1):
+    draws = draw_augmentation(
+        len(images), params, torch.Generator().manual_seed(seed), copies=copies
+    )
+    return augment_images(images, params, draws, slice(0, len(images)))
+
+
 def test_members_get_their_own_augmentation_draws():
     images = torch.from_numpy(synthetic_digits(6).images).float() / 255
-    whole = slice(0, 6)
     params = _params_augment()
-    alone = augment_batch(
-        images, params, torch.Generator().manual_seed(0), shard=whole, global_size=6
-    )
-    copies = augment_batch(
-        images, params, torch.Generator().manual_seed(0), shard=whole, global_size=6, copies=3
-    )
+    alone = _augmented(images, params, 0)
+    copies = _augmented(images, params, 0, copies=3)
     assert alone.shape == (6, 1, 28, 28)
     assert copies.shape == (3, 6, 1, 28, 28)
     assert torch.equal(copies[0], alone)  # a single network's stream is unchanged
@@ -242,14 +244,12 @@ def test_elastic_distortion_is_seeded_smooth_and_off_by_default():
     from stages.training.augment import elastic_displacement
 
     images = torch.from_numpy(synthetic_digits(8).images).float() / 255
-    whole = slice(0, 8)
     affine = AugmentParams.model_validate(AUGMENT)
     assert affine.elastic_alpha == 0  # the default leaves the affine augmentation as it was
     elastic = affine.model_copy(update={"elastic_alpha": 34.0})
 
     def draw(params, seed):
-        generator = torch.Generator().manual_seed(seed)
-        return augment_batch(images, params, generator, shard=whole, global_size=8)
+        return _augmented(images, params, seed)
 
     assert torch.equal(draw(elastic, 0), draw(elastic, 0))
     assert not torch.equal(draw(elastic, 0), draw(affine, 0))

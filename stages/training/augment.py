@@ -8,10 +8,12 @@ from its own seeded generator, so it is fast and the same params give the same i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
+from stages.core.digits import IMAGE_SIDE
 from stages.core.params import AugmentParams
 
 
@@ -57,33 +59,49 @@ def affine_transform(
     )
 
 
-def augment_batch(
-    unit_images: torch.Tensor,
+def draw_augmentation(
+    n_images: int,
     params: AugmentParams,
     generator: torch.Generator,
     *,
-    shard: slice,
-    global_size: int,
     copies: int = 1,
-) -> torch.Tensor:
-    """Augment this process's shard of a global batch: (B, 1, 28, 28) -> the same shape,
-    or (copies, B, 1, 28, 28) with an independent draw for each member of an ensemble.
+    move: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One epoch's random numbers, drawn on the CPU: per copy (an ensemble's members each
+    get their own), (N, 4) uniforms for the affine transform and, with elastic distortion
+    on, (N, 2, 28, 28) uniform noise; None without. `move` takes them to the device.
 
-    The numbers are drawn for the whole global batch (global_size images), so each image
-    gets the same transform whatever the number of processes; the first copy's draw is
-    the one a single network gets, so copies=1 leaves its random stream unchanged.
+    The first copy's affine numbers are exactly what a single network draws, and the
+    noise is drawn only with elastic_alpha > 0, so the defaults leave the stream as it was.
     """
     draws = []
-    device = unit_images.device
     for _ in range(copies):
-        uniform = torch.rand(global_size, 4, generator=generator)[shard]  # (B, 4)
-        displacement = None
-        if params.elastic_alpha > 0:  # drawn only then: the affine stream stays as it was
-            side = unit_images.shape[-1]
-            noise = torch.rand(global_size, 2, side, side, generator=generator)[shard]
-            displacement = elastic_displacement(noise.to(device), params)
-        draws.append(affine_transform(unit_images, params, uniform.to(device), displacement))
-    return draws[0] if copies == 1 else torch.stack(draws)
+        uniform = torch.rand(n_images, 4, generator=generator)
+        noise = None
+        if params.elastic_alpha > 0:
+            noise = move(torch.rand(n_images, 2, IMAGE_SIDE, IMAGE_SIDE, generator=generator))
+        draws.append((move(uniform), noise))
+    return draws
+
+
+def augment_images(
+    unit_images: torch.Tensor,
+    params: AugmentParams,
+    draws: list[tuple[torch.Tensor, torch.Tensor | None]],
+    positions: slice,
+) -> torch.Tensor:
+    """(B, 1, 28, 28) -> the same, augmented with the draws at `positions`; with several
+    copies (ensemble members), (copies, B, 1, 28, 28)."""
+    copies = [
+        affine_transform(
+            unit_images,
+            params,
+            uniform[positions],
+            None if noise is None else elastic_displacement(noise[positions], params),
+        )
+        for uniform, noise in draws
+    ]
+    return copies[0] if len(copies) == 1 else torch.stack(copies)
 
 
 def elastic_displacement(noise: torch.Tensor, params: AugmentParams) -> torch.Tensor:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
+from stages.core.console import say
 from stages.core.errors import PipelineError
 from stages.training.cpu_bf16 import native_bf16
 
@@ -34,6 +34,12 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         )
     if requested == "cpu" or not cuda_available:
         return torch.device("cpu")
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:  # else CUDA's own "invalid device ordinal", mid-way through
+        raise PipelineError(
+            f"torchrun: LOCAL_RANK is {local_rank}, but torch sees {visible} CUDA GPU(s) on "
+            f"this machine; expected --nproc-per-node at most {visible} (or train.device cpu)"
+        )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     return torch.device("cuda", local_rank)
 
@@ -58,10 +64,9 @@ def uses_bf16(
             "has no native bf16 (avx512_bf16 or amx_bf16); expected fp32 on this CPU"
         )
     if not quiet:
-        print(
+        say(
             "note: train.precision bf16 needs CUDA or a CPU with native bf16; neither here, "
-            "so training in fp32",
-            file=sys.stderr,
+            "so training in fp32"
         )
     return False
 
