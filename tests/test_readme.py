@@ -55,8 +55,7 @@ def _options(argv: list[str]) -> list[str]:
 def _cli_commands() -> dict[str, set[str]]:
     group = typer.main.get_command(app)
     return {
-        name: {opt for param in command.params for opt in getattr(param, "opts", [])}
-        | {"--help"}
+        name: {opt for param in command.params for opt in getattr(param, "opts", [])} | {"--help"}
         for name, command in group.commands.items()
     }
 
