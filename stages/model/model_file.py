@@ -72,6 +72,7 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
             channels=tuple(int(width) for width in fields.get("channels", ())),
             format_version=int(fields["format_version"]),
             members=int(fields.get("members", 1)),  # absent: a single network
+            tta=fields.get("tta", False) is True,  # absent: no test-time shifts
         )
     except (KeyError, TypeError, ValueError):
         raise PipelineError(
