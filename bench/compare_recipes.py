@@ -42,14 +42,19 @@ FAST = {
     "model.dropout": 0.3,
     "train.epochs": 10,
     "train.lr": 0.005,
-    "train.batch_size": 128,
+    "train.batch_size": 64,
     "train.schedule": "onecycle",
     "train.label_smoothing": 0.1,
     "train.augment.enabled": True,
     "train.precision": "bf16",
     "model.tta": True,
 }
-BEST = FAST | {"train.epochs": 30, "model.members": 5, "train.augment.elastic_alpha": 34.0}
+BEST = FAST | {
+    "train.batch_size": 128,
+    "train.epochs": 30,
+    "model.members": 5,
+    "train.augment.elastic_alpha": 34.0,
+}
 
 # The `best` recipe before ensembles: one cnn, 15 epochs, on 4,000 digits.
 OLD_BEST = {

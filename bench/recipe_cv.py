@@ -52,6 +52,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "fast-ens3-6": FAST | {"train.epochs": 6, "model.members": 3},
     "fast-fp32": FAST | {"train.precision": "fp32"},
     "fast-no-tta": FAST | {"model.tta": False},
+    "fast-batch128": FAST | {"train.batch_size": 128},
     "best-affine-20": BEST | {"train.epochs": 20, "train.augment.elastic_alpha": 0.0},
     "best-affine-30": BEST | {"train.augment.elastic_alpha": 0.0},
     "old-best": OLD_BEST,
