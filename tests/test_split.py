@@ -71,8 +71,9 @@ def test_split_equals_scikit_learns_train_test_split(bundled, train_size, test_s
         bundled.images, bundled.labels, train_size=train_size, test_size=test_size,
         stratify=bundled.labels, random_state=seed,
     )  # fmt: skip
-    for ours, theirs in zip((train.images, test.images, train.labels, test.labels), expected, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    ours = (train.images, test.images, train.labels, test.labels)
+    for mine, theirs in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_stratified_split_equals_scikit_learn_with_uneven_classes():
