@@ -147,7 +147,7 @@ def train(
         Path, typer.Option(help="DVCLive folder for per-epoch curves and timings.")
     ] = LIVE_DIR,
     checkpoint_dir: Annotated[
-        Path, typer.Option(help="Folder of the checkpoint written after every epoch.")
+        Path, typer.Option(help="Folder of the checkpoint of an unfinished run.")
     ] = CHECKPOINT_DIR,
     params: ParamsOption = PARAMS,
 ) -> None:
@@ -156,28 +156,38 @@ def train(
     Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
     file holding the weights and the architecture config, and per-epoch curves (loss,
     accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder.
-    Writes a checkpoint after every epoch and resumes from it when run again after a
-    crash with the same params; a finished run deletes it. Under `torchrun` it trains
+    Writes a checkpoint every 10 s of training (and on Ctrl-C) and resumes from it when
+    run again with the same params; a finished run deletes it. Under `torchrun` it trains
     data-parallel; rank 0 writes the files. Shows a progress bar on a terminal, one line
     per epoch otherwise.
     """
     from stages import train as stage
+    from stages.training.checkpoint import keep_on_interrupt
     from stages.training.distributed import rank_from_env
     from stages.training.progress import epoch_reporter
 
     settings = load_params(params)
     is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
-    with epoch_reporter() if is_main else contextlib.nullcontext() as report:
-        result = stage.run(
-            train_data,
-            model,
-            live_dir,
-            settings.model,
-            settings.train,
-            settings.runtime.threads,
-            report,
-            checkpoint_dir,
-        )
+    try:
+        with epoch_reporter() if is_main else contextlib.nullcontext() as report:
+            result = stage.run(
+                train_data,
+                model,
+                live_dir,
+                settings.model,
+                settings.train,
+                settings.runtime.threads,
+                report,
+                checkpoint_dir,
+            )
+    except KeyboardInterrupt:  # Ctrl-C: write the newest checkpoint, say what was kept
+        message = keep_on_interrupt()
+        if is_main:
+            _say(message)
+        raise typer.Exit(130) from None
+    except Exception:  # a crash keeps the newest checkpoint too, then fails as it would
+        keep_on_interrupt()
+        raise
     if is_main:
         _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 
