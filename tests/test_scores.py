@@ -42,9 +42,7 @@ def test_metrics_equal_sklearns_bit_for_bit(seed, size, missing):
     )
     assert [float(np.average(values)) for values in ours] == list(macro[:3])
     assert float(np.average(labels == predicted)) == accuracy_score(labels, predicted)
-    assert log_loss(labels, probabilities) == sklearn_log_loss(
-        labels, probabilities, labels=DIGITS
-    )
+    assert log_loss(labels, probabilities) == sklearn_log_loss(labels, probabilities, labels=DIGITS)
 
 
 def test_compute_metrics_reads_the_table():
