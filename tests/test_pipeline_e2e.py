@@ -1,5 +1,6 @@
-"""The README's workflow, for real: dvc repro, an idle second repro, identical hashes on
-`dvc repro -f`, then `dvc exp run -S ...` and `dvc metrics diff`, in a fresh git repo."""
+"""The README's workflow, for real, in a fresh git repo: dvc repro reproduces the committed
+dvc.lock and leaves git clean, an idle second repro, identical hashes on `dvc repro -f`,
+then `dvc exp run -S ...`, `dvc metrics diff`, and switching experiments with exp apply."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import commit_all, fresh_repo, run
+from tests.conftest import REPO_ROOT
+from tests.dvc_repo import commit_all, fresh_repo, run, run_stdout
 
 pytestmark = pytest.mark.slow
 
 
 def reproducible_hashes(repo: Path) -> dict[str, str]:
-    """Output hashes from dvc.lock, except logs that carry wall-clock times."""
+    """Every output hash in dvc.lock: all are byte-stable (wall-clock files are dvcignored)."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    hashes = {}
-    for stage in lock["stages"].values():
-        for out in stage.get("outs", []):
-            if "dvclive" not in out["path"] and "timing" not in out["path"]:
-                hashes[out["path"]] = out["md5"]
-    return hashes
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
+
+
+def git_status(repo: Path) -> str:
+    return run_stdout(repo, "git", "status", "--porcelain")
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,13 @@ def repo(tmp_path_factory) -> Path:
     repo = fresh_repo(tmp_path_factory.mktemp("clone"))
     run(repo, "dvc", "repro")
     return repo
+
+
+def test_fresh_clone_reproduces_the_committed_lock_and_git_stays_clean(repo):
+    """The committed dvc.lock's hashes, model and metrics included, on this machine too
+    (stages/__init__.py pins the CPU kernels; docs/reproducibility.md)."""
+    assert reproducible_hashes(repo) == reproducible_hashes(REPO_ROOT)
+    assert git_status(repo) == ""
 
 
 def test_repro_reaches_the_tutorials_accuracy(repo):
@@ -52,6 +60,7 @@ def test_forced_repro_gives_identical_hashes(repo):
     run(repo, "dvc", "repro", "-f")
     assert reproducible_hashes(repo) == before
     assert (repo / "metrics/metrics.json").read_bytes() == metrics_before
+    assert git_status(repo) == ""
 
 
 def test_experiment_then_metrics_diff(repo):
@@ -61,3 +70,20 @@ def test_experiment_then_metrics_diff(repo):
     assert "Running stage 'prepare'" not in output  # a training knob must not re-prepare
     diff = run(repo, "dvc", "metrics", "diff")
     assert "accuracy" in diff
+
+
+def test_switching_experiments_leaves_nothing_stale(repo):
+    """exp apply switches dvclive/ as a whole: no val/ curves left from another experiment,
+    so train is up to date right after, and an idle repro runs nothing."""
+    commit_all(repo, "before the experiments")
+    common = ["-S", "train.epochs=2"]
+    run(repo, "dvc", "exp", "run", "-n", "with-val", *common, "-S", "train.val_size=100")
+    run(repo, "git", "checkout", "--", ".")
+    run(repo, "dvc", "checkout", "--force")
+    run(repo, "dvc", "exp", "run", "-n", "no-val", *common)
+    run(repo, "dvc", "exp", "apply", "with-val")
+    assert (repo / "dvclive/plots/metrics/val/accuracy.tsv").is_file()
+    run(repo, "dvc", "exp", "apply", "no-val")
+    assert not (repo / "dvclive/plots/metrics/val").exists()
+    assert "up to date" in run(repo, "dvc", "status")
+    assert "Running stage" not in run(repo, "dvc", "repro")
