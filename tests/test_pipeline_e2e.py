@@ -5,6 +5,7 @@ then `dvc exp run -S ...`, `dvc metrics diff`, and switching experiments with ex
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,12 @@ def git_status(repo: Path) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh copy of the project as its own git repo, after one `dvc repro`."""
-    repo = fresh_repo(tmp_path_factory.mktemp("clone"))
+    repo = fresh_repo(tmp_path_factory.mktemp("clone"), commit=False)
+    # fresh_repo leaves out data/; a clone has its git-tracked files (.gitignore files).
+    for tracked in run_stdout(REPO_ROOT, "git", "ls-files", "data").splitlines():
+        (repo / tracked).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / tracked, repo / tracked)
+    commit_all(repo, "fresh clone")
     run(repo, "dvc", "repro")
     return repo
 
