@@ -129,6 +129,12 @@ def git_repo(folder: Path) -> None:
 def setup(parent: Path) -> tuple[Path, Path, Path]:
     project = parent / "project"
     shutil.copytree(ROOT, project, ignore=NOT_COPIED)
+    tracked = subprocess.run(
+        ["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for path in tracked:  # data/'s .gitignore files, as a clone has them
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, project / path)
     git_repo(project)
     run(project, "dvc", "repro", "-q")  # warm-up; also writes data/raw
     tutorial = parent / "tutorial"
