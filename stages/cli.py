@@ -16,6 +16,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
+from stages import use_native_kernels
 from stages.core.console import say as _say  # progress and summaries: stderr
 from stages.core.errors import PipelineError
 from stages.core.params import load_params
@@ -144,7 +145,7 @@ def train(
         Path, typer.Option(help="DVCLive folder for per-epoch curves and timings.")
     ] = LIVE_DIR,
     checkpoint_dir: Annotated[
-        Path, typer.Option(help="Folder of the checkpoint written after every epoch.")
+        Path, typer.Option(help="Folder of the checkpoint of an unfinished run.")
     ] = CHECKPOINT_DIR,
     params: ParamsOption = PARAMS,
 ) -> None:
@@ -153,28 +154,44 @@ def train(
     Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
     file holding the weights and the architecture config, and per-epoch curves (loss,
     accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder.
-    Writes a checkpoint after every epoch and resumes from it when run again after a
-    crash with the same params; a finished run deletes it. Under `torchrun` it trains
+    Writes a checkpoint every 10 s of training (and on Ctrl-C) and resumes from it when
+    run again with the same params; a finished run deletes it. Under `torchrun` it trains
     data-parallel; rank 0 writes the files. Shows a progress bar on a terminal, one line
     per epoch otherwise.
     """
+    settings = load_params(params)
+    if settings.train.precision == "bf16":
+        # bf16 rounds differently on every CPU anyway (docs/recipes.md), so the portable
+        # AVX2 kernels would only cost speed: let oneDNN use the CPU's own bf16 kernels.
+        # Before torch loads (the import below), since the libraries read the pins once.
+        use_native_kernels()
+
     from stages import train as stage
+    from stages.training.checkpoint import keep_on_interrupt
     from stages.training.distributed import rank_from_env
     from stages.training.progress import epoch_reporter
 
-    settings = load_params(params)
     is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
-    with epoch_reporter() if is_main else contextlib.nullcontext() as report:
-        result = stage.run(
-            train_path=train_data,
-            model_path=model,
-            live_dir=live_dir,
-            model_params=settings.model,
-            train_params=settings.train,
-            threads=settings.runtime.threads,
-            report=report,
-            checkpoint_dir=checkpoint_dir,
-        )
+    try:
+        with epoch_reporter() if is_main else contextlib.nullcontext() as report:
+            result = stage.run(
+                train_path=train_data,
+                model_path=model,
+                live_dir=live_dir,
+                model_params=settings.model,
+                train_params=settings.train,
+                threads=settings.runtime.threads,
+                report=report,
+                checkpoint_dir=checkpoint_dir,
+            )
+    except KeyboardInterrupt:  # Ctrl-C: write the newest checkpoint, say what was kept
+        message = keep_on_interrupt()
+        if is_main:
+            _say(message)
+        raise typer.Exit(130) from None
+    except Exception:  # a crash keeps the newest checkpoint too, then fails as it would
+        keep_on_interrupt()
+        raise
     if is_main:
         _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 

@@ -84,7 +84,9 @@ def test_resuming_after_any_epoch_gives_the_same_model(tmp_path, repo_params, re
 
 
 def _store(folder: Path, **fingerprint) -> CheckpointStore:
-    return CheckpointStore(folder, {"train": {"epochs": 4}, **fingerprint}, SINGLE_PROCESS)
+    return CheckpointStore(
+        folder, {"train": {"epochs": 4}, **fingerprint}, SINGLE_PROCESS, save_every=0
+    )
 
 
 def _checkpoint(epoch: int) -> Checkpoint:
@@ -108,7 +110,7 @@ def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(tmp_pat
     store.save(_checkpoint(2))
     assert _store(tmp_path / "checkpoint").load().epoch == 2
     assert "resuming from" in capsys.readouterr().err
-    other = CheckpointStore(tmp_path / "checkpoint", {"train": {"epochs": 9}}, SINGLE_PROCESS)
+    other = _store(tmp_path / "checkpoint", train={"epochs": 9})
     assert other.load() is None
     message = capsys.readouterr().err
     assert "ignoring" in message
@@ -219,7 +221,8 @@ def test_train_command_resumes_after_a_crash_and_cleans_up(tmp_path, monkeypatch
 
 
 def _start_training(workdir: Path) -> subprocess.Popen:
-    env = command_env() | {"PYTHONPATH": str(REPO_ROOT)}
+    # A checkpoint after every epoch (not every 10 s), so that a kill finds one.
+    env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "stages", "train", "--train-data", "train.safetensors"],
         cwd=workdir,

@@ -31,7 +31,7 @@ class Scored(NamedTuple):
 
 
 def scored_from_table(table: pd.DataFrame) -> Scored:
-    probabilities = table[PROBABILITY_COLUMNS].to_numpy(dtype=np.float64)
+    probabilities = table[PROBABILITY_COLUMNS].to_numpy(dtype=np.float64, copy=True)
     # The table stores probabilities to 6 decimals; renormalise the rounding away.
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     return Scored(
@@ -48,30 +48,58 @@ def _rounded(value: float) -> float:
 def compute_metrics(table: pd.DataFrame) -> dict:
     """Accuracy, log loss, image count, and precision/recall/F1 (macro and per digit).
 
+    Computed with numpy, in the very operations scikit-learn 1.x uses (`accuracy_score`,
+    `log_loss`, `precision_recall_fscore_support`), so the values, and metrics.json's
+    bytes, equal sklearn's (tests/test_scores.py compares them) without its 1 s import.
     A digit that is never predicted has an undefined precision; it counts as 0 (sklearn's
     `zero_division=0`) rather than raising a warning or writing NaN into the JSON.
     """
-    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
-
     scored = scored_from_table(table)
     labels, predicted = scored.labels, scored.predicted
-    per_digit = precision_recall_fscore_support(
-        labels, predicted, labels=DIGITS, average=None, zero_division=0
-    )
-    macro = precision_recall_fscore_support(
-        labels, predicted, labels=DIGITS, average="macro", zero_division=0
-    )
     names = ("precision", "recall", "f1")
+    per_digit = precision_recall_f1(labels, predicted)  # 3 arrays of (10,)
+    macro = [float(np.average(values)) for values in per_digit]
     return {
-        "accuracy": _rounded(accuracy_score(labels, predicted)),
-        "log_loss": _rounded(log_loss(labels, scored.probabilities, labels=DIGITS)),
+        "accuracy": _rounded(np.average(labels == predicted)),
+        "log_loss": _rounded(log_loss(labels, scored.probabilities)),
         "test_images": len(labels),
-        "macro": {name: _rounded(value) for name, value in zip(names, macro[:3], strict=True)},
+        "macro": {name: _rounded(value) for name, value in zip(names, macro, strict=True)},
         "per_digit": {
             str(digit): {name: _rounded(per_digit[i][digit]) for i, name in enumerate(names)}
             for digit in DIGITS
         },
     }
+
+
+def precision_recall_f1(
+    labels: np.ndarray, predicted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per digit 0-9: precision, recall and F1, each (10,) float64; 0 where undefined."""
+    hits = np.bincount(labels[labels == predicted], minlength=N_CLASSES)  # true positives
+    predicted_count = np.bincount(predicted, minlength=N_CLASSES)
+    true_count = np.bincount(labels, minlength=N_CLASSES)
+    # F1 as sklearn writes it: 2 tp / (true + predicted), equal to 2pr / (p + r).
+    return (
+        _divide(hits, predicted_count),
+        _divide(hits, true_count),
+        _divide(2.0 * hits, true_count.astype(np.float64) + predicted_count),
+    )
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, with 0 where the denominator is 0."""
+    undefined = denominator == 0
+    ratio = numerator / np.where(undefined, 1, denominator)
+    ratio[undefined] = 0.0
+    return ratio
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean negative log probability of the true digit; probabilities (N, 10) clipped to
+    [eps, 1 - eps] so that a confident mistake costs a large, finite loss."""
+    eps = np.finfo(probabilities.dtype).eps
+    true_probability = probabilities[np.arange(len(labels)), labels]  # (N,)
+    return float(np.average(-np.log(np.clip(true_probability, eps, 1 - eps))))
 
 
 def confusion_table(scored: Scored) -> pd.DataFrame:

@@ -16,7 +16,9 @@ import copy
 import functools
 import hashlib
 import io
+import os
 import pickle
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,17 @@ from stages.training.stats import EpochStats
 
 CHECKPOINT_FILE = "train.pt"
 FORMAT_VERSION = 1
+# Written at most this often (and on Ctrl-C or a crash): a 5 MB file after every 0.03 s
+# epoch would cost more than the epochs. A kill -9 loses at most this much training.
+# The variable overrides it (0 = after every epoch), e.g. for tests that kill a run.
+SAVE_EVERY_SECONDS = 10.0
+SAVE_EVERY_VARIABLE = "MNIST_PIPELINE_CHECKPOINT_SECONDS"
+
+
+def _save_every_default() -> float:
+    return float(os.environ.get(SAVE_EVERY_VARIABLE, SAVE_EVERY_SECONDS))
+
+
 # Keeps git away from a crashed run's checkpoint, and is all a finished run leaves behind,
 # so the folder exists (and hashes the same) in every clone.
 GITIGNORE = (
@@ -139,10 +152,24 @@ def code_version(package: Path = STAGES_PACKAGE) -> str:
 class CheckpointStore:
     """The checkpoint file of one run: load it if it fits, save it, clear it at the end."""
 
-    def __init__(self, folder: Path, fingerprint: dict[str, Any], cluster: Cluster) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        fingerprint: dict[str, Any],
+        cluster: Cluster,
+        save_every: float | None = None,
+    ) -> None:
         self.path = Path(folder) / CHECKPOINT_FILE
         self._fingerprint = fingerprint
         self._cluster = cluster
+        # Time-based saving: `save` keeps the newest checkpoint in memory and writes it
+        # once `save_every` seconds have passed since the last write; `flush` writes it now.
+        self._save_every = _save_every_default() if save_every is None else save_every
+        self._last_write = time.monotonic()
+        self._pending: Checkpoint | None = None
+        self._written_epoch: int | None = None
+        global _current_store
+        _current_store = self
         if cluster.is_main:
             gitignore = Path(folder) / ".gitignore"
             gitignore.parent.mkdir(parents=True, exist_ok=True)
@@ -174,17 +201,63 @@ class CheckpointStore:
         return checkpoint
 
     def save(self, checkpoint: Checkpoint) -> None:
-        """Write the checkpoint atomically (rank 0 only): a kill leaves the previous one."""
+        """Keep the checkpoint; write it (atomically, rank 0 only) if the last write is
+        `save_every` seconds old. A kill leaves the previous file, a Ctrl-C this one."""
         if not self._cluster.is_main:
             return
-        payload = {"format": FORMAT_VERSION, "made_with": self._fingerprint}
-        with atomic_output(self.path) as tmp:
-            torch.save(payload | checkpoint.to_dict(), tmp)
+        self._pending = {
+            "format": FORMAT_VERSION,
+            "made_with": self._fingerprint,
+            **checkpoint.to_dict(),
+        }
+        if time.monotonic() - self._last_write >= self._save_every:
+            self.flush()
+
+    def flush(self) -> tuple[int, int] | None:
+        """Write the newest checkpoint now; (epochs done, epochs) of the file, or None."""
+        if self._cluster.is_main and self._pending is not None:
+            with atomic_output(self.path) as tmp:
+                torch.save(self._pending, tmp)
+            self._written_epoch = self._pending["epoch"]
+            self._pending = None
+            self._last_write = time.monotonic()
+        if self._written_epoch is None:
+            return None
+        return self._written_epoch, self._fingerprint["train"]["epochs"]
 
     def clear(self) -> None:
         """Delete the checkpoint once the model is written: the run is finished."""
+        global _current_store
         if self._cluster.is_main:
+            self._pending = None
             self.path.unlink(missing_ok=True)
+        _current_store = None
+
+
+# The store of the training run in progress, for the Ctrl-C handler of the CLI.
+_current_store: CheckpointStore | None = None
+
+
+def keep_on_interrupt() -> str:
+    """After Ctrl-C: write the newest checkpoint, and say in one line what was kept."""
+    global _current_store
+    store, _current_store = _current_store, None
+    kept = store.flush() if store is not None else None
+    if store is not None and kept is None and store.path.is_file():
+        return (
+            f"interrupted: the checkpoint in {store.path} is kept as it was; running train "
+            "again with the same params resumes from it (`dvc repro` too)"
+        )
+    if store is None or kept is None:
+        return (
+            "interrupted before the first epoch finished: nothing kept; running train "
+            "again starts from scratch"
+        )
+    done, epochs = kept
+    return (
+        f"interrupted: kept epoch {done} of {epochs} in {store.path}; running train again "
+        "with the same params resumes from there (`dvc repro` too)"
+    )
 
 
 def capture(

@@ -15,10 +15,18 @@ def make_optimizer(
     parameters: Iterable[torch.nn.Parameter], params: TrainParams
 ) -> torch.optim.Optimizer:
     """adam (the tutorial's), adamw (decoupled weight decay) or sgd with nesterov momentum."""
+    # fused: one ATen kernel whose square root is the CPU's exact instruction. The default
+    # (for-each-tensor) Adam calls torch.sqrt, which goes to MKL's vector math, and that
+    # rounds differently on AMD than on Intel CPUs: the same bytes on every x86-64 CPU
+    # need the fused kernel (docs/reproducibility.md). It is also the faster one.
     if params.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=params.lr, weight_decay=params.weight_decay)
+        return torch.optim.Adam(
+            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=True
+        )
     if params.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=params.lr, weight_decay=params.weight_decay)
+        return torch.optim.AdamW(
+            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=True
+        )
     return torch.optim.SGD(
         parameters,
         lr=params.lr,

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 
+import stages
 from stages.core.console import say
 from stages.core.errors import PipelineError
 from stages.training.cpu_bf16 import native_bf16
@@ -84,7 +85,8 @@ def make_deterministic(
     """Seed every RNG, fix the CPU thread count, and return a generator for data order.
 
     The thread count is part of reproducibility: a different split of a matrix product
-    across threads can change float rounding, and so the model's bytes.
+    across threads can change float rounding, and so the model's bytes. Which kernels run
+    is the other part: stages/__init__.py pins them before torch loads (checked here).
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -100,6 +102,15 @@ def make_deterministic(
     # memory: a debugging aid that cost ~20% of a cnn epoch here (torch.profiler,
     # aten::fill_). Our kernels write before they read, so results are unchanged.
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    # The pinned AVX2 kernels, unless torch ran a kernel before `stages` was imported (the
+    # variable is read at the first one), or the CPU lacks AVX2: then say so.
+    capability = torch.backends.cpu.get_cpu_capability()
+    pinned = stages.PORTABLE_KERNELS["ATEN_CPU_CAPABILITY"].upper()
+    if stages.PORTABLE and capability != pinned:
+        say(
+            f"note: torch's CPU kernels are {capability}, not the pinned AVX2 ones: the "
+            "model's bytes may differ from those of other machines (docs/reproducibility.md)"
+        )
     return torch.Generator().manual_seed(seed)
 
 

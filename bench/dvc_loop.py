@@ -1,0 +1,187 @@
+"""What the pipeline costs over the tutorial's own code: `dvc repro -f` against one script.
+
+    python bench/dvc_loop.py [--rounds 3] [--idle-rounds 5]
+
+In temp folders (nothing here is touched), it makes
+- a fresh copy of this project as a git repo, and runs `dvc repro` once to warm up;
+- the tutorial's code (from its text, /work/shared/seed/tutorial.txt: read the CSVs with
+  pandas, the 4-layer MLP, 50 full-batch Adam epochs, predict, accuracy) as one script, in
+  a folder with the same data/raw CSVs that `split` wrote;
+- a trivial DVC pipeline of 5 chained `cp` stages: DVC's own floor for an idle run.
+Then, alternating so that both see the same machine load, it times `dvc repro -f` against
+the script (`--rounds` times each), and an idle `dvc repro` (nothing to run) against the
+trivial pipeline's idle `dvc repro` (`--idle-rounds` times each), and prints the medians
+and their ratios. Goals (issue 9): repro -f <= 1.5x the script (never above 2.0x); idle
+<= 1.15x the trivial pipeline. Timings on a shared machine are noisy: report the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "data", "cache", "tmp", "__pycache__", "*_cache", "*.egg-info", "dvclive"
+)
+
+# The tutorial's code, as its text gives it (display() -> print, Variable kept).
+TUTORIAL = """
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+from torch.autograd import Variable
+
+train = pd.read_csv("train.csv")
+train_labels = train['label'].values
+train = train.drop("label",axis=1).values.reshape(len(train),1,28,28)
+X = torch.Tensor(train.astype(float))
+y = torch.Tensor(train_labels).long()
+
+class MNISTClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 392)
+        self.fc2 = nn.Linear(392, 196)
+        self.fc3 = nn.Linear(196, 98)
+        self.fc4 = nn.Linear(98, 10)
+        self.dropout = nn.Dropout(p=0.2)
+
+    def forward(self, x):
+        x = x.view(x.shape[0], -1)
+        x = self.dropout(F.relu(self.fc1(x)))
+        x = self.dropout(F.relu(self.fc2(x)))
+        x = self.dropout(F.relu(self.fc3(x)))
+        x = F.log_softmax(self.fc4(x), dim=1)
+        return x
+
+model = MNISTClassifier()
+loss_function = nn.NLLLoss()
+opt = optim.Adam(model.parameters(), lr=0.001)
+for epoch in range(50):
+    images = Variable(X)
+    labels = Variable(y)
+    opt.zero_grad()
+    outputs = model(images)
+    loss = loss_function(outputs, labels)
+    loss.backward()
+    opt.step()
+    print ('Epoch [%d/%d] Loss: %.4f' %(epoch+1, 50, loss.data.item()))
+
+test = pd.read_csv("test.csv")
+test_labels = test['label'].values
+test = test.drop("label",axis=1).values.reshape(len(test), 1,28,28)
+X_test = torch.Tensor(test.astype(float))
+y_test = torch.Tensor(test_labels).long()
+preds = model(X_test)
+print(preds[0])
+_, predictionlabel = torch.max(preds.data, 1)
+predictionlabel = predictionlabel.tolist()
+predictionlabel = pd.Series(predictionlabel)
+test_labels = pd.Series(test_labels)
+pred_table = pd.concat([predictionlabel, test_labels], axis=1)
+pred_table.columns =['Predicted Value', 'True Value']
+print(pred_table.head())
+preds = len(predictionlabel)
+correct = len([1 for x,y in zip(predictionlabel, test_labels) if x==y])
+print((correct/preds)*100)
+"""
+
+TRIVIAL_DVC_YAML = "stages:\n" + "".join(
+    f"  s{i}:\n    cmd: cp f{i - 1}.txt f{i}.txt\n    deps: [f{i - 1}.txt]\n    outs: [f{i}.txt]\n"
+    for i in range(1, 6)
+)
+
+
+def command_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com")
+    env.update(GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com")
+    return env
+
+
+def run(folder: Path, *command: str) -> float:
+    """Seconds that `command` took in `folder`; fails loudly if it fails."""
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, env=command_env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed in {folder}:\n{done.stdout}\n{done.stderr}")
+    return seconds
+
+
+def git_repo(folder: Path) -> None:
+    run(folder, "git", "init", "-q")
+    run(folder, "git", "add", "-A")
+    run(folder, "git", "commit", "-qm", "bench")
+
+
+def setup(parent: Path) -> tuple[Path, Path, Path]:
+    project = parent / "project"
+    shutil.copytree(ROOT, project, ignore=NOT_COPIED)
+    tracked = subprocess.run(
+        ["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for path in tracked:  # data/'s .gitignore files, as a clone has them
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, project / path)
+    git_repo(project)
+    run(project, "dvc", "repro", "-q")  # warm-up; also writes data/raw
+    tutorial = parent / "tutorial"
+    tutorial.mkdir()
+    for name in ("train.csv", "test.csv"):
+        shutil.copy(project / "data/raw" / name, tutorial / name)
+    (tutorial / "tutorial.py").write_text(TUTORIAL)
+    trivial = parent / "trivial"
+    trivial.mkdir()
+    (trivial / "f0.txt").write_text("x\n")
+    (trivial / "dvc.yaml").write_text(TRIVIAL_DVC_YAML)
+    git_repo(trivial)
+    run(trivial, "dvc", "init", "-q")
+    run(trivial, "dvc", "repro", "-q")
+    return project, tutorial, trivial
+
+
+def compare(name: str, ours: list[float], theirs: list[float], what: str) -> None:
+    mine, base = statistics.median(ours), statistics.median(theirs)
+    print(f"{name}: {mine:.2f} s vs {what} {base:.2f} s = {mine / base:.2f}x")
+    print(f"  raw: {' '.join(f'{s:.2f}' for s in ours)} | {' '.join(f'{s:.2f}' for s in theirs)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle-rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}; load {os.getloadavg()}; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="dvc-loop-") as parent:
+        project, tutorial, trivial = setup(Path(parent))
+        repro, script = [], []
+        for _ in range(args.rounds):
+            repro.append(run(project, "dvc", "repro", "-f", "-q"))
+            script.append(run(tutorial, sys.executable, "tutorial.py"))
+        idle, floor = [], []
+        for _ in range(args.idle_rounds):
+            idle.append(run(project, "dvc", "repro", "-q"))
+            floor.append(run(trivial, "dvc", "repro", "-q"))
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True
+        ).stdout
+    compare("dvc repro -f", repro, script, "the tutorial's script")
+    compare("idle dvc repro", idle, floor, "5 cp stages' idle dvc repro")
+    print(f"git status --porcelain after the runs: {status.strip() or '(empty)'}")
+    print(f"# load at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
