@@ -36,7 +36,10 @@ def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
     chunks = []
     with torch.inference_mode():
         for batch in torch.from_numpy(images).split(_INFERENCE_BATCH):
-            chunks.append(model(scale_pixels(batch)).exp())  # log-probs -> probs
+            # softmax of log-probabilities is their exp, computed by ATen's own kernel,
+            # which the AVX2 pin fixes; torch.exp goes through MKL's vector math, whose
+            # last bit differs between Intel and AMD CPUs (docs/reproducibility.md).
+            chunks.append(torch.softmax(model(scale_pixels(batch)), dim=1))
     return torch.cat(chunks).numpy()
 
 

@@ -10,8 +10,29 @@ import pytest
 import yaml
 
 from stages.core.digits import Digits
+from stages.core.params import ModelParams, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Test recipes shared by the training, checkpoint and distributed tests.
+# A small mlp, and the repository's train section as a dict to override.
+TINY_MLP = ModelParams(arch="mlp", hidden=[32, 16], dropout=0.2, channels=[8])
+RECIPE = load_params(REPO_ROOT / "params.yaml").train.model_dump()
+TINY_CNN = {"arch": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.1}
+# Every option away from its default at once: mini-batches, adamw, onecycle, smoothing,
+# a validation split, keep=best and augmentation.
+FANCY_TRAIN = {
+    "epochs": 3,
+    "lr": 0.01,
+    "batch_size": 16,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "schedule": "onecycle",
+    "label_smoothing": 0.1,
+    "val_size": 20,
+    "keep": "best",
+    "augment": {"enabled": True, "rotation": 15.0, "translation": 0.1, "scale": [0.9, 1.1]},
+}
 
 
 def synthetic_digits(n_images: int = 60, seed: int = 0) -> Digits:
@@ -58,3 +79,28 @@ def replace_cell(path: Path, line: int, column: int, value: str) -> None:
     cells[column] = value
     lines[line - 1] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
+
+
+def small_checkpoint(epoch: int):
+    """A minimal, valid training checkpoint after `epoch` epochs (for checkpoint tests)."""
+    import torch
+
+    from stages.training.checkpoint import Checkpoint
+
+    return Checkpoint(
+        epoch=epoch,
+        model={"weight": torch.ones(2)},
+        optimizer={},
+        schedule=None,
+        generators={"order": torch.Generator().get_state()},
+        torch_rng=(torch.get_rng_state(),),
+        cuda_rng=(),
+        history=(),
+        best_model=None,
+    )
+
+
+def reproducible_hashes(repo: Path) -> dict[str, str]:
+    """Every output hash in dvc.lock: all are byte-stable (wall-clock files are dvcignored)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}

@@ -31,9 +31,15 @@ from stages.training.checkpoint import (
 )
 from stages.training.distributed import SINGLE_PROCESS
 from stages.training.loop import train_model
-from tests.conftest import REPO_ROOT, synthetic_digits, write_params
+from tests.conftest import (
+    FANCY_TRAIN,
+    REPO_ROOT,
+    TINY_CNN,
+    small_checkpoint,
+    synthetic_digits,
+    write_params,
+)
 from tests.dvc_repo import command_env
-from tests.test_training_recipes import FANCY_TRAIN, TINY_CNN
 
 # The tutorial's recipe (mlp, full batch, adam) and every option at once (cnn, augmentation,
 # mini-batches, onecycle, validation split, keep=best).
@@ -89,25 +95,11 @@ def _store(folder: Path, **fingerprint) -> CheckpointStore:
     )
 
 
-def _checkpoint(epoch: int) -> Checkpoint:
-    return Checkpoint(
-        epoch=epoch,
-        model={"weight": torch.ones(2)},
-        optimizer={},
-        schedule=None,
-        generators={"order": torch.Generator().get_state()},
-        torch_rng=(torch.get_rng_state(),),
-        cuda_rng=(),
-        history=(),
-        best_model=None,
-    )
-
-
 def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(tmp_path, capsys):
     store = _store(tmp_path / "checkpoint")
     assert (tmp_path / "checkpoint/.gitignore").read_text() == GITIGNORE
     assert store.load() is None  # nothing there yet
-    store.save(_checkpoint(2))
+    store.save(small_checkpoint(2))
     assert _store(tmp_path / "checkpoint").load().epoch == 2
     assert "resuming from" in capsys.readouterr().err
     other = _store(tmp_path / "checkpoint", train={"epochs": 9})
@@ -155,9 +147,9 @@ def test_checkpoint_of_other_software_is_ignored_with_a_message(
     tmp_path, repo_params, monkeypatch, capsys, patch, expected
 ):
     folder = tmp_path / "checkpoint"
-    CheckpointStore(folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS).save(
-        _checkpoint(2)
-    )
+    CheckpointStore(
+        folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS, save_every=0
+    ).save(small_checkpoint(2))
     module, name, value = patch
     monkeypatch.setattr(torch if module == "torch" else checkpoint_module, name, value)
     store = CheckpointStore(folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS)

@@ -23,8 +23,7 @@ from stages.training.runtime import (
     resolve_device,
     uses_bf16,
 )
-from tests.conftest import REPO_ROOT, synthetic_digits, write_params
-from tests.test_train import RECIPE
+from tests.conftest import RECIPE, REPO_ROOT, synthetic_digits, write_params
 
 CPU = torch.device("cpu")
 TINY_CNN = ModelParams(arch="cnn", hidden=[16], dropout=0.1, channels=[4, 8])

@@ -23,10 +23,16 @@ from stages.model.model_file import load_model
 from stages.model.networks import scale_pixels
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
 from stages.training.loop import train_model
-from tests.conftest import REPO_ROOT, synthetic_digits, write_params
+from tests.conftest import (
+    FANCY_TRAIN,
+    RECIPE,
+    REPO_ROOT,
+    TINY_CNN,
+    TINY_MLP,
+    synthetic_digits,
+    write_params,
+)
 from tests.dvc_repo import command_env
-from tests.test_train import MODEL, RECIPE
-from tests.test_training_recipes import FANCY_TRAIN, TINY_CNN
 
 
 @pytest.mark.parametrize(("n_images", "world_size"), [(10, 2), (11, 2), (7, 3), (5, 1)])
@@ -61,7 +67,7 @@ def test_every_process_needs_an_image_of_every_batch(digits):
     # 60 images in batches of 29: the last batch has 2 images, too few for 3 processes.
     settings = TrainParams.model_validate(RECIPE | {"epochs": 1, "batch_size": 29})
     with pytest.raises(PipelineError, match="leaves a batch of 2 image"):
-        train_model(digits, MODEL, settings, 1, cluster=Cluster(rank=0, world_size=3))
+        train_model(digits, TINY_MLP, settings, 1, cluster=Cluster(rank=0, world_size=3))
 
 
 def _accuracy(model_path, test_path) -> float:

@@ -9,18 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, reproducible_hashes
 from tests.dvc_repo import commit_all, fresh_repo, run, run_stdout
 
 pytestmark = pytest.mark.slow
-
-
-def reproducible_hashes(repo: Path) -> dict[str, str]:
-    """Every output hash in dvc.lock: all are byte-stable (wall-clock files are dvcignored)."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
 
 
 def git_status(repo: Path) -> str:

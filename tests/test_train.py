@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from stages.core.params import ModelParams, TrainParams, load_params
+from stages.core.params import TrainParams
 from stages.training.loop import train_model
-from tests.conftest import REPO_ROOT
+from tests.conftest import RECIPE, TINY_MLP
 
-MODEL = ModelParams(arch="mlp", hidden=[32, 16], dropout=0.2, channels=[8])
 # The repository's training recipe; each test overrides what it is about.
-RECIPE = load_params(REPO_ROOT / "params.yaml").train.model_dump()
 
 
 def _train(digits, **overrides):
     settings = RECIPE | {"epochs": 15, "lr": 0.01, "batch_size": None, "seed": 0} | overrides
     model, config, history = train_model(
-        digits, MODEL, TrainParams.model_validate(settings), threads=1
+        digits, TINY_MLP, TrainParams.model_validate(settings), threads=1
     )
     return model, config, [stats.train_loss for stats in history]
 
@@ -49,7 +47,7 @@ def test_reports_every_epoch(digits):
     seen = []
     train_model(
         digits,
-        MODEL,
+        TINY_MLP,
         TrainParams.model_validate(RECIPE | {"epochs": 3, "lr": 0.01, "batch_size": 25}),
         threads=1,
         report=lambda stats: seen.append((stats.epoch, stats.epochs)),

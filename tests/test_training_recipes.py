@@ -28,23 +28,14 @@ from stages.training.loop import score, train_model
 from stages.training.optimization import classification_loss, make_optimizer, make_schedule
 from stages.training.progress import epoch_line
 from stages.training.stats import EpochStats
-from tests.conftest import REPO_ROOT, synthetic_digits, write_params
-
-TINY_CNN = {"arch": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.1}
-# Every option away from its default at once: mini-batches, adamw, onecycle, smoothing,
-# a validation split, keep=best and augmentation.
-FANCY_TRAIN = {
-    "epochs": 3,
-    "lr": 0.01,
-    "batch_size": 16,
-    "optimizer": "adamw",
-    "weight_decay": 0.01,
-    "schedule": "onecycle",
-    "label_smoothing": 0.1,
-    "val_size": 20,
-    "keep": "best",
-    "augment": {"enabled": True, "rotation": 15.0, "translation": 0.1, "scale": [0.9, 1.1]},
-}
+from tests.conftest import (
+    FANCY_TRAIN,
+    REPO_ROOT,
+    TINY_CNN,
+    reproducible_hashes,
+    synthetic_digits,
+    write_params,
+)
 
 
 def _params(repo_params: dict, model: dict | None = None, train: dict | None = None):
@@ -299,7 +290,6 @@ def test_recipes_keep_a_test_split_of_500_out_of_training():
 @pytest.mark.slow
 def test_dvc_draws_the_curves_and_a_cnn_recipe_reproduces(tmp_path, tiny_params):
     from tests.dvc_repo import fresh_repo, run, run_stdout
-    from tests.test_pipeline_e2e import reproducible_hashes
 
     tiny_params["model"].update(TINY_CNN)
     tiny_params["train"].update(FANCY_TRAIN)

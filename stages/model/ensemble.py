@@ -77,7 +77,11 @@ def mean_of_probabilities(member_log_probs: torch.Tensor) -> torch.Tensor:
         return member_log_probs
     n_members = member_log_probs.shape[0]
     # log(mean(exp)) without leaving log space: exact and stable for tiny probabilities.
-    return torch.logsumexp(member_log_probs, dim=0) - math.log(n_members)
+    # logsumexp(x) = x_0 - log_softmax(x)_0, through ATen's softmax kernel (fixed by the
+    # AVX2 pin) rather than torch.logsumexp's exp and log, which use MKL's vector math
+    # and round differently on Intel and AMD CPUs (docs/reproducibility.md).
+    log_sum_exp = member_log_probs[0] - torch.log_softmax(member_log_probs, dim=0)[0]
+    return log_sum_exp - math.log(n_members)
 
 
 def summed_member_losses(

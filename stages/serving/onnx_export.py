@@ -34,7 +34,7 @@ class RawPixelsClassifier(nn.Module):
         self.network = network.eval()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.network(scale_pixels(pixels)).exp()  # log-probabilities -> probabilities
+        return torch.softmax(self.network(scale_pixels(pixels)), dim=1)  # as `predict` does
 
 
 def export_onnx(network: nn.Module, path: Path) -> None:

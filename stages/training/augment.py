@@ -46,7 +46,10 @@ def affine_transform(
     # affine_grid's coordinates run from -1 to 1, so a shift of f sides is 2f there.
     shift = (2 * uniform[:, 2:] - 1) * (2 * params.translation)  # (B, 2)
     # theta maps output coordinates to input ones: dividing by zoom enlarges the digit.
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # cos and sin in float64, rounded to float32: torch's float32 cos/sin use MKL's vector
+    # math, whose last bit differs between Intel and AMD CPUs (docs/reproducibility.md).
+    cos = torch.cos(angle.double()).to(angle.dtype) / zoom
+    sin = torch.sin(angle.double()).to(angle.dtype) / zoom
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)],
         dim=1,
@@ -114,7 +117,8 @@ def elastic_displacement(noise: torch.Tensor, params: AugmentParams) -> torch.Te
     side = noise.shape[-1]
     radius = math.ceil(3 * params.elastic_sigma)
     offsets = torch.arange(-radius, radius + 1, dtype=noise.dtype, device=noise.device)
-    kernel = torch.exp(-0.5 * (offsets / params.elastic_sigma) ** 2)
+    # float64 then float32, for the same reason as cos and sin above.
+    kernel = torch.exp(-0.5 * (offsets.double() / params.elastic_sigma) ** 2).to(offsets.dtype)
     kernel = kernel / kernel.sum()  # (K,)
     along_x = kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1)  # one depthwise filter per axis
     along_y = kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1)
