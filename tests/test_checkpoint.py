@@ -75,18 +75,37 @@ def test_resuming_after_any_epoch_gives_the_same_model(tmp_path, repo_params, re
         ]
 
 
+TINY_MODEL = {"arch": "mlp", "hidden": [8], "dropout": 0.0, "channels": [1]}
+
+
 def _store(folder: Path, **fingerprint) -> CheckpointStore:
-    return CheckpointStore(folder, {"train": {"epochs": 4}, **fingerprint}, SINGLE_PROCESS)
+    fingerprint = {"model": TINY_MODEL, "train": {"epochs": 4}, **fingerprint}
+    return CheckpointStore(folder, fingerprint, SINGLE_PROCESS)
 
 
-def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(tmp_path, capsys):
+def _real_state(repo_params: dict, epochs: int) -> dict:
+    """The state after `epochs` epochs of a real (tiny) run: what train saves."""
+    raw = copy.deepcopy(repo_params)
+    raw["model"].update(TINY_MODEL)
+    raw["train"].update(epochs=epochs)
+    params = parse_params(raw)
+    states = []
+    train_model(
+        synthetic_digits(20), params.model, params.train, 1, save_checkpoint=states.append
+    )
+    return states[-1]
+
+
+def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(
+    tmp_path, capsys, repo_params
+):
     store = _store(tmp_path / "checkpoint")
     assert (tmp_path / "checkpoint/.gitignore").read_text() == GITIGNORE
     assert store.load() is None  # nothing there yet
-    store.save({"epoch": 2, "history": []})
+    store.save(_real_state(repo_params, epochs=2))
     assert _store(tmp_path / "checkpoint").load()["epoch"] == 2
     assert "resuming from" in capsys.readouterr().err
-    other = CheckpointStore(tmp_path / "checkpoint", {"train": {"epochs": 9}}, SINGLE_PROCESS)
+    other = _store(tmp_path / "checkpoint", train={"epochs": 9})
     assert other.load() is None
     message = capsys.readouterr().err
     assert "ignoring" in message

@@ -145,3 +145,20 @@ def _same_file(one: Path, other: Path) -> bool:
         return one.exists() and other.exists() and os.path.samefile(one, other)
     except OSError:
         return False
+
+
+def check_outputs(
+    files: Iterable[Path], *, folders: Iterable[Path] = (), inputs: Iterable[Path | None] = ()
+) -> None:
+    """`check_output` for each output, and no two outputs the same path."""
+    files, folders, inputs = list(files), list(folders), list(inputs)
+    seen: dict[str, Path] = {}
+    for path in [*files, *folders]:
+        key = os.path.abspath(path)
+        if key in seen:
+            raise PipelineError(f"{path}: given as two different outputs; expected distinct paths")
+        seen[key] = path
+    for path in files:
+        check_output(path, inputs=inputs)
+    for path in folders:
+        check_output(path, inputs=inputs, folder=True)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from stages.core.digits import Digits
+from stages.core.errors import PipelineError
 from stages.core.params import ModelParams, TrainParams
 from stages.model.networks import ModelConfig, build_model, standardize
 from stages.training.augment import affine_transform
@@ -108,6 +109,7 @@ def train_model(
             generators,
             cluster,
             (memory_format, amp),
+            epoch=epoch,
         )
         # Rank 0 alone validates (and so alone keeps the best epoch): the others only train.
         val_loss, val_accuracy = (
@@ -156,6 +158,8 @@ def _train_epoch(
     generators: dict[str, torch.Generator],
     cluster: Cluster,
     layout: tuple[torch.memory_format, Callable[[], AbstractContextManager]],
+    *,
+    epoch: int,
 ) -> tuple[float, int, float]:
     """One pass over the training set: (sum of losses, correct predictions, last lr).
 
@@ -169,7 +173,9 @@ def _train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     lr = train_params.lr
-    for batch in global_batches(len(data.train_labels), batch_size, generators["order"]):
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based batch; 0 = none
+    batches = global_batches(len(data.train_labels), batch_size, generators["order"])
+    for number, batch in enumerate(batches, start=1):
         shard = cluster.shard(len(batch))
         indices = batch[shard].to(device)
         images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
@@ -184,6 +190,10 @@ def _train_epoch(
         with amp():
             log_probs = trainer(images)  # (B, 10)
             loss = classification_loss(log_probs, labels, train_params.label_smoothing)
+        # Remember the first non-finite loss on the device (no sync per batch); the epoch's
+        # summed loss below then stops every rank together.
+        bad_now = (first_bad == 0) & ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad_now, number, first_bad)
         # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
         # of the batch times the world size makes that average the global batch's mean.
         share = len(indices) * cluster.world_size / len(batch)
@@ -195,6 +205,12 @@ def _train_epoch(
         loss_sum += loss.detach().double() * len(indices)
         correct += (log_probs.argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
+    if not math.isfinite(totals[0]):  # the same sum on every rank, so all ranks stop here
+        where = f", first in batch {int(first_bad)}" if int(first_bad) else ""
+        raise PipelineError(
+            f"train: the training loss became {totals[0]} in epoch {epoch}{where}; stopped, "
+            f"no model written; try a lower train.lr (now {train_params.lr})"
+        )
     return totals[0], int(totals[1]), lr
 
 
