@@ -14,7 +14,8 @@ import pandas as pd
 from stages.core.artifacts import atomic_output
 from stages.core.digits import N_CLASSES
 from stages.core.errors import PipelineError, shown
-from stages.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGES
+from stages.core.limits import MAX_IMAGES
+from stages.core.text_files import check_line_lengths
 
 FILE_COLUMN = "File"  # only for image input: the file each row came from
 PREDICTED_COLUMN = "Predicted Value"
@@ -26,7 +27,7 @@ PROBABILITY_COLUMNS = [f"prob_{digit}" for digit in range(N_CLASSES)]
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path}: no such file")
-    _check_line_lengths(path)
+    check_line_lengths(path, "a predictions table written by `mnist-pipeline predict`")
     try:
         # Cells stay as written ("NaN" is text until checked), so a bad one can be shown.
         return pd.read_csv(
@@ -37,26 +38,6 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         reason = shown(str(err).strip().splitlines()[0] if str(err).strip() else "")
         raise PipelineError(f"{path}: not a readable CSV ({reason})") from None
-
-
-def _check_line_lengths(path: Path, chunk_bytes: int = 1 << 24) -> None:
-    """Refuse a line longer than MAX_CSV_LINE_CHARS before the parser splits it into cells."""
-    line, run = 1, 0  # the current line number, and its length so far
-    with path.open("rb") as file:
-        while chunk := file.read(chunk_bytes):
-            ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == ord("\n"))
-            lengths = np.diff(ends, prepend=-1)  # each finished line's length (+1)
-            if ends.size:
-                lengths[0] += run
-            longest = int(lengths.max()) if ends.size else 0
-            run = len(chunk) - 1 - int(ends[-1]) if ends.size else run + len(chunk)
-            if max(longest, run) > MAX_CSV_LINE_CHARS:
-                where = line + int(np.argmax(lengths)) if longest > run else line + ends.size
-                raise PipelineError(
-                    f"{path}: line {where} is longer than {MAX_CSV_LINE_CHARS} bytes; "
-                    "expected a predictions table written by `mnist-pipeline predict`"
-                )
-            line += ends.size
 
 
 def _checked_numbers(

@@ -17,7 +17,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from stages.core.artifacts import atomic_output
 from stages.core.digits import IMAGE_SIDE, LABEL_COLUMN, PIXEL_COLUMNS, PIXELS, Digits
 from stages.core.errors import PipelineError, shown
 from stages.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGES
+from stages.core.text_files import check_line_lengths
 from stages.formats.streams import require_regular_file
 
 EXPECTED_LAYOUT = (
@@ -45,6 +46,7 @@ def read_csv_digits(path: Path, require_labels: bool = False) -> Digits:
             f"{path}: missing column '{LABEL_COLUMN}'; expected a labelled CSV (a `label` "
             "column, or 785 columns without a header, label first)"
         )
+    check_line_lengths(path, EXPECTED_LAYOUT)  # numpy's parser would split any line
     digits = _read_fast(path, header_lines=0 if columns is None else 1, has_labels=has_labels)
     if digits is None:
         digits = _read_precisely(path, columns, has_labels)
@@ -72,13 +74,12 @@ class _Lines:
     """The file's lines for a parser, refusing a line or a CSV row longer than the limit.
 
     Checked as the lines are read, before anything splits them: one 30 MB line would
-    otherwise become millions of cells. For csv.reader, where a quoted cell may span
-    lines, `row_chars` counts the characters since the reader last started a row (it
-    resets it); for numpy's parser (`per_line`), each line counts alone.
+    otherwise become millions of cells. A quoted cell may span lines, so `row_chars`
+    counts the characters since the reader last started a row (the reader resets it).
     """
 
-    def __init__(self, file: TextIO, path: Path, per_line: bool = False) -> None:
-        self._file, self._path, self._per_line = file, path, per_line
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        self._file, self._path = file, path
         self.number = 0  # lines read, counted from 1
         self.row_chars = 0
 
@@ -86,28 +87,31 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        try:
-            line = self._file.readline(MAX_CSV_LINE_CHARS + 1)
-        except UnicodeDecodeError:
-            raise PipelineError(
-                f"{self._path}: line {self.number + 1} is not text (invalid UTF-8); expected "
-                f"{EXPECTED_LAYOUT}"
-            ) from None
-        if not line:
+        # Bytes, decoded line by line: a decoding error then names its own line (a text
+        # file decodes ahead in 8 KB chunks), and the limit holds before any decoding.
+        raw = self._file.readline(MAX_CSV_LINE_CHARS + 1)
+        if not raw:
             raise StopIteration
         self.number += 1
-        self.row_chars = len(line) + (0 if self._per_line else self.row_chars)
+        self.row_chars += len(raw)
         if self.row_chars > MAX_CSV_LINE_CHARS:
             raise PipelineError(
                 f"{self._path}: line {self.number} is longer than {MAX_CSV_LINE_CHARS} "
-                f"characters; expected {EXPECTED_LAYOUT}"
+                f"bytes; expected {EXPECTED_LAYOUT}"
             )
-        return line
+        try:
+            # UTF-8 whatever the locale; a byte-order mark (Excel writes one) is not data.
+            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise PipelineError(
+                f"{self._path}: line {self.number}, byte {err.start + 1} is not text "
+                f"(invalid UTF-8); expected {EXPECTED_LAYOUT}"
+            ) from None
 
 
-def _open_text(path: Path) -> TextIO:
-    # UTF-8 whatever the locale, and a byte-order mark (Excel writes one) is not data.
-    return path.open(newline="", encoding="utf-8-sig")
+def _open_text(path: Path) -> BinaryIO:
+    """The file for `_Lines`, which decodes it line by line."""
+    return path.open("rb")
 
 
 def _first_row(path: Path) -> list[str]:
@@ -180,13 +184,11 @@ def _read_fast(path: Path, header_lines: int, has_labels: bool) -> Digits | None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": reported by the caller
-            with _open_text(path) as file:
-                lines = _Lines(file, path, per_line=True)
-                rows = np.loadtxt(
-                    lines, delimiter=",", dtype=np.uint8, skiprows=header_lines, comments=None,
-                    ndmin=2, max_rows=MAX_IMAGES + 1,
-                )  # fmt: skip
-    except ValueError:
+            rows = np.loadtxt(
+                path, delimiter=",", dtype=np.uint8, skiprows=header_lines, comments=None,
+                ndmin=2, max_rows=MAX_IMAGES + 1, encoding="utf-8-sig",
+            )  # fmt: skip
+    except (ValueError, UnicodeDecodeError):
         return None
     if rows.shape[1] != n_columns and rows.size:
         return None

@@ -62,6 +62,10 @@ def load_model(path: Path) -> tuple[nn.Module, ModelConfig]:
     try:
         header = read_safetensors_header(path, "a safetensors model file")
     except PipelineError as err:
+        with path.open("rb") as file:
+            head = file.read(2)
+        if head[:1] != b"\x80" and head != b"PK":  # neither a pickle nor torch.save's zip
+            raise
         raise PipelineError(
             f"{err}; pickled checkpoints are refused because loading them can run code"
         ) from None
@@ -94,17 +98,17 @@ def _check_tensors(path: Path, config: ModelConfig, found: dict[str, TensorInfo]
     for name in sorted(expected.keys() | found.keys()):
         want, have = expected.get(name), found.get(name)
         if want is None or have is None:
-            problem = "unexpected tensor" if want is None else "missing tensor"
+            problem = "is not in that network" if want is None else "is missing"
         elif have.shape != tuple(want.shape) or have.dtype != _DTYPES.get(want.dtype):
             problem = (
-                f"tensor of {have.dtype} {list(have.shape)}, expected "
+                f"is {have.dtype} {list(have.shape)}, expected "
                 f"{_DTYPES.get(want.dtype)} {list(want.shape)}"
             )
         else:
             continue
         raise PipelineError(
             f"{path}: weights do not fit the '{config.arch}' network in its config: "
-            f"{problem} '{name[:80]}'"
+            f"tensor '{name[:80]}' {problem}"
         )
 
 
