@@ -90,9 +90,7 @@ def _real_state(repo_params: dict, epochs: int) -> dict:
     raw["train"].update(epochs=epochs)
     params = parse_params(raw)
     states = []
-    train_model(
-        synthetic_digits(20), params.model, params.train, 1, save_checkpoint=states.append
-    )
+    train_model(synthetic_digits(20), params.model, params.train, 1, save_checkpoint=states.append)
     return states[-1]
 
 

@@ -35,14 +35,14 @@ from tests.test_hostile_inputs import refused
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"hidden": [100_000]}, "model config 'hidden.0'"),
-        ({"hidden": [10**9]}, "model config 'hidden.0'"),
-        ({"hidden": [-5]}, "model config 'hidden.0'"),
-        ({"hidden": [8] * 50}, "model config 'hidden'"),
-        ({"dropout": 5}, "model config 'dropout'"),
-        ({"dropout": float("inf")}, "model config 'dropout'"),
-        ({"hidden": [8.5]}, "model config 'hidden.0'"),
-        ({"arch": "transformer"}, "model config 'arch'"),
+        ({"hidden": [100_000]}, "model config: 'hidden.0'"),
+        ({"hidden": [10**9]}, "model config: 'hidden.0'"),
+        ({"hidden": [-5]}, "model config: 'hidden.0'"),
+        ({"hidden": [8] * 50}, "model config: 'hidden'"),
+        ({"dropout": 5}, "model config: 'dropout'"),
+        ({"dropout": float("inf")}, "model config: 'dropout'"),
+        ({"hidden": [8.5]}, "model config: 'hidden.0'"),
+        ({"arch": "transformer"}, "model config: 'arch'"),
         ({"format_version": 2}, "model format version 2"),
     ],
 )
@@ -306,3 +306,14 @@ def test_outputs_that_are_folders_inputs_or_unwritable_are_refused(project):
 def test_unwritable_output_folder_is_refused(project):
     Path("locked").mkdir(mode=0o500)
     _fails_in_one_line(["predict", "--output", "locked/p.csv"], "cannot write the output")
+
+
+def test_output_folder_that_refuses_files_is_one_line(project, monkeypatch):
+    """Root ignores permissions, so a read-only file system is stood in for by its error."""
+    import stages.core.artifacts
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(stages.core.artifacts.tempfile, "mkstemp", read_only)
+    _fails_in_one_line(["predict", "--output", "elsewhere/p.csv"], "cannot write the output")

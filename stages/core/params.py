@@ -167,10 +167,10 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         # A misspelt key shows up twice: as unknown and as missing. The unknown one
         # carries the better message ("did you mean ...?"), so report it first.
         errors = sorted(err.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        raise PipelineError(f"{source}: {_describe(errors[0])}") from None
+        raise PipelineError(f"{source}: {describe_error(errors[0])}") from None
 
 
-def _describe(error: dict) -> str:
+def describe_error(error: dict) -> str:
     """Turn pydantic's first error into a sentence that names the dotted key."""
     loc = [shown(str(part)).strip("'") for part in error["loc"]]  # a key may be huge
     key = ".".join(loc)

@@ -16,7 +16,7 @@ from torch import nn
 from stages.core.artifacts import atomic_output
 from stages.core.errors import PipelineError, shown
 from stages.core.limits import MAX_MODEL_CONFIG_CHARS, MAX_MODEL_PARAMETERS
-from stages.core.params import ModelParams
+from stages.core.params import ModelParams, describe_error
 from stages.core.tensor_files import TensorInfo, read_safetensors_header
 from stages.model.networks import FORMAT_VERSION, ModelConfig, build_model
 
@@ -140,9 +140,5 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
         ModelParams.model_validate(shared)
         config = TypeAdapter(ModelConfig).validate_python(fields)
     except ValidationError as err:
-        error = err.errors()[0]
-        key = ".".join(str(part)[:40] for part in error["loc"])
-        raise PipelineError(
-            f"{path}: model config '{key}': {error['msg']} (got {shown(error.get('input'))})"
-        ) from None
+        raise PipelineError(f"{path}: model config: {describe_error(err.errors()[0])}") from None
     return config
