@@ -217,3 +217,30 @@ def test_prepared_tensors_with_extra_or_misshapen_tensors_are_refused(tmp_path):
     refused(lambda: load_prepared(path), "expected uint8 images (N, 1, 28, 28)", "U8 [2, 28, 28]")
     path.write_bytes((10**12).to_bytes(8, "little") + b"{}")
     refused(lambda: load_prepared(path), "header length")
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r"])
+@pytest.mark.parametrize("precise", [False, True])
+def test_csv_with_windows_or_old_mac_line_ends_and_a_bom(tmp_path, ending, precise):
+    from stages.formats.csv_digits import write_csv_digits
+    from tests.conftest import synthetic_digits
+
+    digits = synthetic_digits(12)
+    path = tmp_path / "excel.csv"
+    write_csv_digits(path, digits)
+    data = b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", ending)
+    if precise:  # `5.0` sends the file down the row-by-row path
+        data = data.replace(ending + b"1,", ending + b"1.0,", 1)
+    path.write_bytes(data)
+    back = read_digits(path, require_labels=True)
+    np.testing.assert_array_equal(back.images, digits.images)
+    np.testing.assert_array_equal(back.labels, digits.labels)
+
+
+def test_extreme_aspect_ratio_photo_is_read(tmp_path):
+    pixels = np.full((3, 5000, 3), 220, np.uint8)  # fewer rows than the JPEG draft's scale
+    pixels[:, 2400:2600] = 10
+    path = tmp_path / "strip.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    assert load_gray(path).shape[0] >= 1
+    assert read_digits(path).images.shape == (1, 1, 28, 28)

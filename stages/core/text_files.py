@@ -19,7 +19,10 @@ def check_line_lengths(path: Path, expected: str, chunk_bytes: int = 1 << 24) ->
     line, run = 1, 0  # the current line number, and its length so far
     with path.open("rb") as file:
         while chunk := file.read(chunk_bytes):
-            ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == ord("\n"))
+            codes = np.frombuffer(chunk, np.uint8)
+            newline, carriage = codes == ord("\n"), codes == ord("\r")
+            carriage[:-1] &= ~newline[1:]  # a lone \r ends a line too (old Mac files)
+            ends = np.flatnonzero(newline | carriage)
             lengths = np.diff(ends, prepend=-1)  # each finished line's length (+1)
             if ends.size:
                 lengths[0] += run

@@ -79,7 +79,7 @@ class _Lines:
     """
 
     def __init__(self, file: BinaryIO, path: Path) -> None:
-        self._file, self._path = file, path
+        self._raw, self._path = _split_lines(file), path
         self.number = 0  # lines read, counted from 1
         self.row_chars = 0
 
@@ -89,7 +89,7 @@ class _Lines:
     def __next__(self) -> str:
         # Bytes, decoded line by line: a decoding error then names its own line (a text
         # file decodes ahead in 8 KB chunks), and the limit holds before any decoding.
-        raw = self._file.readline(MAX_CSV_LINE_CHARS + 1)
+        raw = next(self._raw, b"")
         if not raw:
             raise StopIteration
         self.number += 1
@@ -107,6 +107,25 @@ class _Lines:
                 f"{self._path}: line {self.number}, byte {err.start + 1} is not text "
                 f"(invalid UTF-8); expected {EXPECTED_LAYOUT}"
             ) from None
+
+
+def _split_lines(file: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The file's lines as bytes, ended by \\n, \\r\\n or a lone \\r (old Mac files).
+
+    A line longer than the limit comes out as one piece of just over the limit, for the
+    caller to refuse, so memory stays bounded whatever the file holds.
+    """
+    rest = b""
+    while chunk := file.read(chunk_bytes):
+        lines = (rest + chunk).splitlines(keepends=True)
+        # The last piece may go on in the next chunk (a \\r may be half of \\r\\n).
+        rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        yield from lines
+        if len(rest) > MAX_CSV_LINE_CHARS:
+            yield rest[: MAX_CSV_LINE_CHARS + 1]
+            return
+    if rest:
+        yield rest
 
 
 def _open_text(path: Path) -> BinaryIO:

@@ -162,7 +162,7 @@ def _upright_gray(image: PilImage) -> np.ndarray:
     if image.format == "JPEG" and factor > 1:
         # The decoder itself scales by 1/2, 1/4 or 1/8: a 12 MP photo never exists in full.
         mode = "L" if image.mode in ("L", "RGB", "YCbCr") else None
-        image.draft(mode, (image.width // factor, image.height // factor))
+        image.draft(mode, (max(1, image.width // factor), max(1, image.height // factor)))
     image.load()
     orientation = _orientation(image)
     if image.mode.startswith("I"):  # 16-bit (I;16...) or 32-bit integer gray
