@@ -133,7 +133,8 @@ def load_params(path: Path) -> Params:
     """Read and validate params.yaml; any problem becomes one PipelineError naming the key."""
     path = Path(path)
     if not path.is_file():  # also refuses a FIFO or device, which would block or never end
-        raise PipelineError(f"{path}: no such params file")
+        what = "a folder" if path.is_dir() else "no such regular file"
+        raise PipelineError(f"{path}: cannot read params file ({what})")
     try:
         with path.open("rb") as file:
             data = file.read(MAX_PARAMS_BYTES + 1)

@@ -42,19 +42,26 @@ def read_idx(
     with open_input(path) as stream:
         dims, header_size = _read_header(stream, path, magic, (count, images_path))
         size = int(np.prod(dims, dtype=object))  # Python ints: no overflow
+        if not isinstance(stream, gzip.GzipFile):  # raw: the file's size says it all
+            file_size = path.stat().st_size
+            if file_size != header_size + size:
+                raise _size_error(path, dims, header_size + size, file_size)
         values = np.empty(size, np.uint8)  # untouched pages cost no memory until read
         filled = read_into(stream, memoryview(values), path)
         extra = read_exactly(stream, 1, path) if filled == size else b""
     if filled < size or extra:
-        problem, end = (
-            ("truncated", header_size + filled) if filled < size else ("has extra bytes", None)
-        )
-        where = f"it ends at byte offset {end}" if end is not None else "data goes on"
-        raise PipelineError(
-            f"{path}: {problem}: {where}, but its header (dimensions "
-            f"{' x '.join(map(str, dims))}) says {header_size + size} bytes"
-        )
+        raise _size_error(path, dims, header_size + size, None if extra else header_size + filled)
     return values.reshape(dims)
+
+
+def _size_error(path: Path, dims: tuple[int, ...], expected: int, end: int | None) -> PipelineError:
+    """`end`: where the data ends (None: somewhere after `expected`, in a gzip stream)."""
+    problem = "truncated" if end is not None and end < expected else "has extra bytes"
+    where = f"it ends at byte offset {end}" if end is not None else "data goes on"
+    return PipelineError(
+        f"{path}: {problem}: {where}, but its header (dimensions "
+        f"{' x '.join(map(str, dims))}) says {expected} bytes"
+    )
 
 
 def _read_header(
