@@ -317,3 +317,16 @@ def test_output_folder_that_refuses_files_is_one_line(project, monkeypatch):
 
     monkeypatch.setattr(stages.core.artifacts.tempfile, "mkstemp", read_only)
     _fails_in_one_line(["predict", "--output", "elsewhere/p.csv"], "cannot write the output")
+
+
+def test_params_key_given_twice_is_refused(tmp_path):
+    text = (
+        (REPO_ROOT / "params.yaml").read_text().replace("  epochs: 50", "  epochs: 50\n  epochs: 5")
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  epochs: 5") + 1
+    refused(lambda: load_params(path), "key 'epochs' given twice", f"line {line},")
+    merged = "base: &base {a: 1}\nother:\n  <<: *base\n  a: 2\n"
+    path.write_text(merged)  # a merge key that is then overridden is not a duplicate
+    refused(lambda: load_params(path), "unknown key 'base'")

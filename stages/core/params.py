@@ -129,6 +129,24 @@ class Params(_Section):
     runtime: RuntimeParams
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (it would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {shown(key)} given twice", key_node.start_mark
+                )
+            if isinstance(key, str):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml; any problem becomes one PipelineError naming the key."""
     path = Path(path)
@@ -143,7 +161,7 @@ def load_params(path: Path) -> Params:
     if len(data) > MAX_PARAMS_BYTES:
         raise PipelineError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes; expected params YAML")
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        raw = yaml.load(data.decode("utf-8"), Loader=_StrictLoader)  # a SafeLoader
     except UnicodeDecodeError as err:
         raise PipelineError(f"{path}: byte offset {err.start} is not UTF-8 text") from None
     except yaml.YAMLError as err:
