@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
+from stages.core.console import say as _say  # progress and summaries: stderr
 from stages.core.errors import PipelineError
 from stages.core.params import load_params
 
@@ -70,11 +72,6 @@ def _check_outputs(files: list[Path], **where: list) -> None:
     from stages.core.artifacts import check_outputs  # numpy: not for --help
 
     check_outputs(files, **where)
-
-
-def _say(message: str) -> None:
-    """Progress and summaries go to stderr, keeping stdout clean for data."""
-    typer.echo(message, err=True)
 
 
 @app.command()
@@ -178,14 +175,14 @@ def train(
     is_main = rank_from_env() == 0  # under torchrun only rank 0 reports
     with epoch_reporter() if is_main else contextlib.nullcontext() as report:
         result = stage.run(
-            train_data,
-            model,
-            live_dir,
-            settings.model,
-            settings.train,
-            settings.runtime.threads,
-            report,
-            checkpoint_dir,
+            train_path=train_data,
+            model_path=model,
+            live_dir=live_dir,
+            model_params=settings.model,
+            train_params=settings.train,
+            threads=settings.runtime.threads,
+            report=report,
+            checkpoint_dir=checkpoint_dir,
         )
     if is_main:
         _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
@@ -283,3 +280,68 @@ def plots_template(
     load_params(params)
     size = offline_plots.run(output)
     _say(f"wrote {output} ({size / 1e6:.1f} MB)")
+
+
+ONNX_MODEL = Path("data/model.onnx")
+LOCK = Path("dvc.lock")
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+
+
+@app.command()
+@_fail_cleanly
+def serve(
+    model: Annotated[Path, typer.Option(help="Model file written by `train`.")] = MODEL,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    metrics: Annotated[
+        Path, typer.Option(help="Metrics whose accuracy /model reports, if the file is there.")
+    ] = METRICS,
+    lock: Annotated[
+        Path, typer.Option(help="dvc.lock, for the params the model was trained with.")
+    ] = LOCK,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Serve the model over HTTP: a page to draw digits on, and a JSON API.
+
+    Reads params `runtime.threads` (the threads inference runs on). Writes nothing. GET /
+    is the drawing page; POST /predict classifies an image upload (multipart field
+    `file`) or JSON {"pixels": [784 integers 0-255]}; GET /health; GET /model tells the
+    architecture, training params (from dvc.lock) and test accuracy (from --metrics).
+    """
+    import uvicorn
+
+    from stages.serving.app import build_app
+
+    threads = load_params(params).runtime.threads
+    web_app = build_app(model_path=model, threads=threads, metrics_path=metrics, lock_path=lock)
+    _say(f"serving {model} on http://{host}:{port}/ (Ctrl+C to stop)")
+    uvicorn.run(web_app, host=host, port=port, log_level="warning", limit_concurrency=64)
+
+
+@app.command()
+@_fail_cleanly
+def export(
+    format: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = (
+        ExportFormat.onnx
+    ),
+    model: Annotated[Path, typer.Option(help="Model file written by `train`.")] = MODEL,
+    output: Annotated[Path, typer.Option(help="Where to write the exported model.")] = ONNX_MODEL,
+    params: ParamsOption = PARAMS,
+) -> None:
+    """Export the model for runtimes without PyTorch: ONNX, raw pixels in, probabilities out.
+
+    Reads no params (the file is still validated). Writes an ONNX file whose input
+    `pixels` is uint8 (batch, 1, 28, 28) with values 0-255 (scaling and standardising
+    happen inside the graph) and whose output `probabilities` is float32 (batch, 10).
+    Needs the `onnx` extra: pip install -e '.[onnx]'.
+    """
+    from stages.serving import onnx_export
+
+    load_params(params)
+    size = onnx_export.run(model, output)
+    _say(f"wrote {output} ({size / 1e6:.2f} MB, format {format.value})")

@@ -20,50 +20,62 @@ from stages.training.distributed import session, wait_for_main
 from stages.training.log import TrainingLog
 from stages.training.loop import TrainResult, best_epoch, train_model
 from stages.training.runtime import uses_bf16
-from stages.training.stats import EpochReport, EpochStats
+from stages.training.stats import EpochReport
 
 
 def run(
+    *,
     train_path: Path,
     model_path: Path,
-    live_dir: Path,
+    live_dir: Path | None,
     model_params: ModelParams,
     train_params: TrainParams,
     threads: int,
     report: EpochReport | None = None,
     checkpoint_dir: Path | None = None,
+    backend: str | None = None,
 ) -> TrainResult:
     """Train (resuming from a checkpoint of this run), write the model file, log curves.
 
     Under torchrun every process trains; rank 0 alone writes the model, the checkpoints
-    and the DVCLive folder, while the others wait for it.
+    and the DVCLive folder, while the others wait for it. `live_dir` None logs no curves
+    (and needs no DVCLive); `backend` overrides torch.distributed's (see `session`).
     """
     digits = load_prepared(train_path)
-    with session(train_params.device) as cluster:
+    with session(train_params.device, backend=backend) as cluster:
+        quiet = not cluster.is_main  # under torchrun only rank 0 speaks
+        bf16 = uses_bf16(train_params.precision, train_params.device, cluster.device, quiet)
         store, resume = None, None
         if checkpoint_dir is not None:
-            bf16 = uses_bf16(train_params.precision, train_params.device, cluster.device, True)
-            fingerprint = made_with(model_params, train_params, threads, train_path, cluster, bf16)
+            fingerprint = made_with(
+                model_params=model_params,
+                train_params=train_params,
+                threads=threads,
+                train_path=train_path,
+                cluster=cluster,
+                bf16=bf16,
+            )
             store = CheckpointStore(checkpoint_dir, fingerprint, cluster)
             resume = store.load()
-        log = TrainingLog(live_dir, report) if cluster.is_main else None
+        log = TrainingLog(live_dir, report) if cluster.is_main and live_dir else None
         with log or contextlib.nullcontext():
             if log and resume:  # a fresh DVCLive run, one row per epoch: no duplicates
-                log.replay([EpochStats(**stats) for stats in resume["history"]])
+                log.replay(list(resume.history))
             started = time.perf_counter()
             result = train_model(
                 digits,
                 model_params,
                 train_params,
                 threads,
-                log.epoch_done if log else None,
+                log.epoch_done if log else report,
                 cluster=cluster,
+                bf16=bf16,
                 resume=resume,
                 save_checkpoint=store.save if store else None,
             )
             train_seconds = time.perf_counter() - started
             if log:
-                epochs_run = train_params.epochs - (resume["epoch"] if resume else 0)
+                epochs_run = train_params.epochs - (resume.epoch if resume else 0)
                 images_seen = (len(digits.images) - train_params.val_size) * epochs_run
                 log.finish(_kept_epoch(result, train_params), train_seconds, images_seen)
         if cluster.is_main:

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +15,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
+import stages.training.checkpoint as checkpoint_module
 from stages.cli import app
 from stages.core.artifacts import save_prepared
 from stages.core.params import parse_params
 from stages.model.model_file import save_model
-from stages.training.checkpoint import CHECKPOINT_FILE, GITIGNORE, CheckpointStore
+from stages.training.checkpoint import (
+    CHECKPOINT_FILE,
+    GITIGNORE,
+    Checkpoint,
+    CheckpointStore,
+    made_with,
+)
 from stages.training.distributed import SINGLE_PROCESS
 from stages.training.loop import train_model
 from tests.conftest import REPO_ROOT, synthetic_digits, write_params
@@ -56,17 +65,17 @@ def test_resuming_after_any_epoch_gives_the_same_model(tmp_path, repo_params, re
     digits = synthetic_digits(60)
     saved: list[bytes] = []
 
-    def keep(state):  # as the file would hold it: saved, then read back safely
+    def keep(state: Checkpoint):  # as the file would hold it: saved, then read back safely
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save(state.to_dict(), buffer)
         saved.append(buffer.getvalue())
 
     run = train_model(digits, params.model, params.train, 1, save_checkpoint=keep)
     uninterrupted = _bytes(tmp_path, run)
     assert len(saved) == params.train.epochs
     for epoch in [1, params.train.epochs - 1]:
-        state = torch.load(io.BytesIO(saved[epoch - 1]), weights_only=True)
-        assert state["epoch"] == epoch
+        state = Checkpoint.from_dict(torch.load(io.BytesIO(saved[epoch - 1]), weights_only=True))
+        assert state.epoch == epoch
         resumed = train_model(digits, params.model, params.train, 1, resume=state)
         assert _bytes(tmp_path, resumed) == uninterrupted, f"resumed after epoch {epoch}"
         assert resumed.history[:epoch] == run.history[:epoch]  # from the checkpoint
@@ -83,25 +92,24 @@ def _store(folder: Path, **fingerprint) -> CheckpointStore:
     return CheckpointStore(folder, fingerprint, SINGLE_PROCESS)
 
 
-def _real_state(repo_params: dict, epochs: int) -> dict:
-    """The state after `epochs` epochs of a real (tiny) run: what train saves."""
-    raw = copy.deepcopy(repo_params)
-    raw["model"].update(TINY_MODEL)
-    raw["train"].update(epochs=epochs)
+def _checkpoint(epoch: int, model: dict = TINY_MODEL) -> Checkpoint:
+    """The real state after `epoch` epochs of a tiny run of the network `model` describes
+    (checkpoints are validated on load, so a made-up one would be ignored)."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["model"].update(model)
+    raw["train"].update(epochs=epoch)
     params = parse_params(raw)
-    states = []
+    states: list[Checkpoint] = []
     train_model(synthetic_digits(20), params.model, params.train, 1, save_checkpoint=states.append)
     return states[-1]
 
 
-def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(
-    tmp_path, capsys, repo_params
-):
+def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(tmp_path, capsys):
     store = _store(tmp_path / "checkpoint")
     assert (tmp_path / "checkpoint/.gitignore").read_text() == GITIGNORE
     assert store.load() is None  # nothing there yet
-    store.save(_real_state(repo_params, epochs=2))
-    assert _store(tmp_path / "checkpoint").load()["epoch"] == 2
+    store.save(_checkpoint(2))
+    assert _store(tmp_path / "checkpoint").load().epoch == 2
     assert "resuming from" in capsys.readouterr().err
     other = _store(tmp_path / "checkpoint", train={"epochs": 9})
     assert other.load() is None
@@ -114,6 +122,62 @@ def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(
     assert "not a checkpoint that can be loaded safely" in capsys.readouterr().err
     store.clear()
     assert not (tmp_path / "checkpoint" / CHECKPOINT_FILE).exists()
+
+
+def _fingerprint(tmp_path: Path, repo_params: dict) -> dict:
+    params = _params(repo_params, "tutorial")
+    save_prepared(tmp_path / "train.safetensors", synthetic_digits(20))
+    return made_with(
+        model_params=params.model,
+        train_params=params.train,
+        threads=1,
+        train_path=tmp_path / "train.safetensors",
+        cluster=SINGLE_PROCESS,
+        bf16=False,
+    )
+
+
+def test_the_fingerprint_names_the_software(tmp_path, repo_params):
+    versions = _fingerprint(tmp_path, repo_params)["versions"]
+    assert versions["torch"] == torch.__version__
+    assert type(versions["torch"]) is str  # torch's own version type is refused on load
+    assert versions["code_sha256"] == checkpoint_module.code_version()
+    assert (versions["cuda"], versions["cudnn"]) == (None, None)  # on the CPU
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        (("torch", "__version__", "9.9.9"), "made with versions.torch = "),
+        (("checkpoint", "code_version", lambda: "other code"), "made with versions.code_sha256 = "),
+    ],
+)
+def test_checkpoint_of_other_software_is_ignored_with_a_message(
+    tmp_path, repo_params, monkeypatch, capsys, patch, expected
+):
+    folder = tmp_path / "checkpoint"
+    fingerprint = _fingerprint(tmp_path, repo_params)
+    CheckpointStore(folder, fingerprint, SINGLE_PROCESS).save(
+        _checkpoint(2, model=fingerprint["model"])
+    )
+    module, name, value = patch
+    monkeypatch.setattr(torch if module == "torch" else checkpoint_module, name, value)
+    store = CheckpointStore(folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS)
+    assert store.load() is None
+    message = capsys.readouterr().err
+    assert message.startswith(f"ignoring {folder / CHECKPOINT_FILE}: {expected}")
+    assert message.endswith("; training from scratch, overwriting it\n")
+
+
+def test_the_code_version_changes_with_any_source_file(tmp_path):
+    package = tmp_path / "stages"
+    shutil.copytree(REPO_ROOT / "stages", package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = checkpoint_module.code_version(package)
+    assert before == checkpoint_module.code_version()  # the same files
+    with (package / "training" / "loop.py").open("a") as file:
+        file.write("# a change\n")
+    checkpoint_module.code_version.cache_clear()
+    assert checkpoint_module.code_version(package) != before
 
 
 class CrashError(Exception):

@@ -1,8 +1,10 @@
 """Device and precision: auto falls back to the CPU, cuda without a GPU is a clear error,
-bf16 autocast is CUDA-only, and the GPU check script runs its paths without a GPU."""
+bf16 autocast is CUDA-only, LOCAL_RANK beyond the GPUs is a clear error, and the GPU
+verification script runs its paths without a GPU (tests/test_gpu.py runs it on one)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -35,8 +37,9 @@ def no_gpu(monkeypatch):
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """torch.cuda.is_available() says yes; nothing may actually run on the GPU."""
+    """torch.cuda says there are 2 GPUs; nothing may actually run on them."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
 
 
@@ -50,6 +53,27 @@ def test_auto_picks_the_gpu_of_this_local_rank(fake_gpu):
     # Set before CUDA starts, for deterministic cuBLAS sums.
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_DETERMINISTIC_WORKSPACE
     assert resolve_device("cpu") == CPU
+
+
+def test_local_rank_beyond_the_gpus_is_a_one_line_error(fake_gpu):
+    with pytest.raises(PipelineError, match="LOCAL_RANK is 2, but torch sees 2 CUDA GPU"):
+        resolve_device("auto", local_rank=2)
+    assert resolve_device("cpu", local_rank=2) == CPU  # CPU ranks need no GPU
+
+
+def test_torchrun_with_more_processes_than_gpus_fails_cleanly(
+    fake_gpu, tmp_path, monkeypatch, tiny_params
+):
+    """As torchrun would start the third process on a machine with 2 GPUs."""
+    env = {"WORLD_SIZE": "3", "RANK": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "3"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = _train_command(tmp_path, monkeypatch, tiny_params, device="auto")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: torchrun: LOCAL_RANK is 2, but torch sees 2 CUDA GPU(s) on this machine; "
+        "expected --nproc-per-node at most 2 (or train.device cpu)\n"
+    )
 
 
 def test_bf16_only_on_cuda(no_gpu, capsys):
@@ -85,13 +109,10 @@ def test_cuda_without_a_gpu_is_a_one_line_error(no_gpu, tmp_path, monkeypatch, t
     assert not (tmp_path / "data/model.safetensors").exists()
 
 
-def test_the_bf16_autocast_path_trains(monkeypatch):
+def test_the_bf16_autocast_path_trains():
     """CUDA's bf16 code path, run on the CPU (where torch.autocast also has bf16)."""
-    import stages.training.loop
-
-    monkeypatch.setattr(stages.training.loop, "uses_bf16", lambda *args: True)
     settings = TrainParams.model_validate(RECIPE | {"epochs": 4, "lr": 0.01, "batch_size": 20})
-    model, _, history = train_model(synthetic_digits(60), TINY_CNN, settings, threads=1)
+    model, _, history = train_model(synthetic_digits(60), TINY_CNN, settings, 1, bf16=True)
     assert history[-1].train_loss < history[0].train_loss
     floats = [weight for weight in model.state_dict().values() if weight.is_floating_point()]
     assert all(weight.dtype == torch.float32 for weight in floats)  # autocast keeps fp32
@@ -102,24 +123,56 @@ def test_the_bf16_autocast_path_trains(monkeypatch):
 
 
 @pytest.fixture
-def gpu_check(monkeypatch):
+def gpu_verify(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
-    import gpu_check
+    import gpu_verify
 
-    return gpu_check
-
-
-def test_gpu_check_without_a_gpu_says_so(no_gpu, gpu_check, capsys):
-    assert gpu_check.main([]) == 0
-    captured = capsys.readouterr()
-    assert "no CUDA GPU visible" in captured.err
-    assert captured.out == ""
+    return gpu_verify
 
 
-def test_gpu_check_runs_its_training_path_on_the_cpu(gpu_check, capsys):
-    argv = ["--device", "cpu", "--epochs", "1", "--train-size", "700", "--test-size", "100"]
-    assert gpu_check.main(argv) == 0
-    table = capsys.readouterr().out
-    for recipe in ["default", "best"]:
-        assert f"| {recipe} | fp32 | 1 |" in table
-    assert table.count("| yes |") == 2  # the model file loads back on the CPU
+def test_gpu_verify_without_a_gpu_fails_and_says_so(gpu_verify, tmp_path, capsys):
+    """The default --device cuda on this machine: FAIL, nothing else attempted, exit 1."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_gpu.py runs the real thing")
+    assert gpu_verify.main(["--out", str(tmp_path)]) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdict"] == "FAIL"
+    rows = {row["check"]: row for row in summary["checks"]}
+    assert rows["environment"]["detail"].startswith("no CUDA GPU visible to torch")
+    assert rows["resume after kill -9"]["detail"] == "not run: no CUDA GPU (see environment)"
+    assert "| train | environment | FAIL | no CUDA GPU" in capsys.readouterr().out
+
+
+def test_gpu_verify_composes_a_verdict_from_what_ran(gpu_verify, tmp_path):
+    """Checks that never reported (a group timed out or crashed) are FAILs, not gaps."""
+    args = gpu_verify.parse_args(["--out", str(tmp_path), "--device", "cpu"])
+    ran = [{"group": "train", "check": name, "status": "PASS", "detail": "", "alerts": 0}
+           for name in gpu_verify.checks_of("train")]  # fmt: skip
+    ran[1]["alerts"] = 2
+    planned = {"train": None, "ddp": "timed out after 110 s"}
+    summary = gpu_verify.compose(ran, planned, args, elapsed=1.0)
+    rows = {row["check"]: row for row in summary["checks"]}
+    never_reported = rows["2 ranks over gloo: resume after kill -9"]
+    assert (never_reported["status"], never_reported["detail"]) == (
+        "FAIL",
+        "not run: timed out after 110 s",
+    )
+    assert rows["determinism alerts (warn_only)"]["status"] == "FAIL"  # 2 alerts
+    assert summary["verdict"] == "FAIL"
+    ran[1]["alerts"] = 0
+    summary = gpu_verify.compose(ran, {"train": None}, args, elapsed=1.0)
+    assert summary["verdict"] == "PASS"
+    assert "verdict: PASS" in gpu_verify.table(summary)
+
+
+@pytest.mark.slow
+def test_gpu_verify_runs_every_check_on_the_cpu(gpu_verify, tmp_path, capsys):
+    """The whole script at its small sizes on the CPU: all but the CUDA-only checks pass."""
+    assert gpu_verify.main(["--out", str(tmp_path), "--device", "cpu"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    statuses = {row["check"]: row["status"] for row in summary["checks"]}
+    assert statuses.pop("host syncs per step") == "SKIP"
+    assert statuses.pop("ONNX export and served model on GPU") == "SKIP"
+    assert set(statuses.values()) == {"PASS"}, statuses
+    assert "verdict: PASS" in capsys.readouterr().out
+    assert (tmp_path / "table.md").read_text().startswith("| group | check | verdict |")

@@ -1,5 +1,6 @@
-"""Data-parallel training: shards of each global batch, and a real 2-process torchrun on
-CPU that matches the 1-process run's accuracy."""
+"""Data-parallel training: shards of each global batch, a real 2-process torchrun on CPU
+that matches the 1-process run's accuracy, and 3 processes training a cnn (batch norm)
+that resume after kill -9 to the same bytes."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.core.artifacts import load_prepared
+from stages.core.artifacts import load_prepared, save_prepared
 from stages.core.errors import PipelineError
 from stages.core.params import TrainParams
 from stages.model.model_file import load_model
 from stages.model.networks import scale_pixels
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
 from stages.training.loop import train_model
-from tests.conftest import REPO_ROOT, write_params
+from tests.conftest import REPO_ROOT, synthetic_digits, write_params
 from tests.dvc_repo import command_env
 from tests.test_train import MODEL, RECIPE
+from tests.test_training_recipes import FANCY_TRAIN, TINY_CNN
 
 
 @pytest.mark.parametrize(("n_images", "world_size"), [(10, 2), (11, 2), (7, 3), (5, 1)])
@@ -70,8 +72,8 @@ def _accuracy(model_path, test_path) -> float:
     return (predicted == torch.from_numpy(test.labels)).double().mean().item()
 
 
-def _torchrun(workdir, *options: str, **popen) -> subprocess.Popen:
-    command = ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "stages", "train"]
+def _torchrun(workdir, *options: str, nproc: int = 2, **popen) -> subprocess.Popen:
+    command = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "stages", "train"]
     env = command_env() | {"PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [*command, *options], cwd=workdir, env=env, text=True, stderr=subprocess.PIPE, **popen
@@ -154,3 +156,44 @@ def test_torchrun_killed_then_rerun_gives_the_same_model(two_runs):
     assert (two_runs / "data/model-3.safetensors").read_bytes() == (
         two_runs / "data/model-2.safetensors"
     ).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def three_ranks(tmp_path_factory) -> Path:
+    """A tiny cnn (batch norm, so DDP's buffer broadcasts run) trained by 3 CPU processes.
+
+    With 3 ranks the float sum of their gradients depends on the order of addition, which
+    DDP's own all-reduce changes with its bucket layout, rebuilt after the first step of
+    every new DDP, so of every resume: the rank-order sum of distributed.py fixes it.
+    """
+    workdir = tmp_path_factory.mktemp("three-ranks")
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["model"].update(TINY_CNN)
+    params["train"].update(FANCY_TRAIN | {"epochs": 6, "batch_size": 10})
+    params["runtime"]["threads"] = 3  # 1 thread for each of 3 processes
+    write_params(workdir / "params.yaml", params)
+    save_prepared(workdir / "train.safetensors", synthetic_digits(120))
+    run = _torchrun(workdir, "--train-data", "train.safetensors", "--model", "three.safetensors",
+                    nproc=3)  # fmt: skip
+    _, stderr = run.communicate()
+    assert run.returncode == 0, stderr
+    assert stderr.count("Epoch [6/6]") == 1
+    return workdir
+
+
+@pytest.mark.slow
+def test_three_ranks_killed_then_rerun_give_the_same_model(three_ranks):
+    options = ["--train-data", "train.safetensors", "--model", "resumed.safetensors"]
+    options += ["--live-dir", "dvclive-resumed", "--checkpoint-dir", "checkpoint-resumed"]
+    killed = _torchrun(three_ranks, *options, nproc=3)
+    for line in killed.stderr:  # rank 0 writes the checkpoint before the epoch's line
+        if line.startswith("Epoch [3/6]"):
+            _kill_tree(killed.pid)
+            break
+    assert killed.wait() == -signal.SIGKILL
+    again = _torchrun(three_ranks, *options, nproc=3)
+    _, stderr = again.communicate()
+    assert again.returncode == 0, stderr
+    assert "epoch(s) already done" in stderr
+    resumed = (three_ranks / "resumed.safetensors").read_bytes()
+    assert resumed == (three_ranks / "three.safetensors").read_bytes()

@@ -203,10 +203,10 @@ def test_checkpoint_of_other_code_is_ignored_with_a_message(tmp_path, capsys, co
 
 
 def test_checkpoint_with_wrong_weights_is_ignored(tmp_path, capsys, repo_params):
-    from tests.test_checkpoint import _real_state
+    from tests.test_checkpoint import _checkpoint
 
-    state = _real_state(repo_params, epochs=1)
-    state["model"]["layers.1.weight"] = torch.zeros(3, 3)
+    state = _checkpoint(1)
+    state.model["layers.1.weight"] = torch.zeros(3, 3)
     folder = tmp_path / "checkpoint"
     _store(folder).save(state)
     assert _store(folder).load() is None
@@ -240,7 +240,7 @@ def _rank_main(rank: int, folder: str, init_file: str, results: str) -> None:
         # Rank 1's fingerprint even differs: it must follow rank 0's decision anyway.
         fingerprint = {"model": model, "train": {"epochs": 4 + rank}}
         loaded = CheckpointStore(mine, fingerprint, cluster).load()
-        epoch = None if loaded is None else loaded["epoch"]
+        epoch = None if loaded is None else loaded.epoch
         Path(results, str(rank)).write_text(json.dumps(epoch))
     finally:
         dist.destroy_process_group()
@@ -249,10 +249,10 @@ def _rank_main(rank: int, folder: str, init_file: str, results: str) -> None:
 def test_rank_0_decides_resume_for_every_rank(tmp_path, repo_params):
     import torch.multiprocessing as mp
 
-    from tests.test_checkpoint import _real_state
+    from tests.test_checkpoint import _checkpoint
 
     (tmp_path / "0").mkdir()
-    _store(tmp_path / "0").save(_real_state(repo_params, epochs=2))
+    _store(tmp_path / "0").save(_checkpoint(2))
     results = tmp_path / "results"
     results.mkdir()
     mp.spawn(_rank_main, args=(str(tmp_path), str(tmp_path / "init"), str(results)), nprocs=2)

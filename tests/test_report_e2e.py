@@ -102,6 +102,11 @@ def test_plots_show_draws_every_chart_offline(chromium, repo, tmp_path):
     page = repo / "dvc_plots" / "index.html"
     assert page.as_uri() in output
     page_html = page.read_text()
+    # The page is built from the committed template, not one generated for the test.
+    committed = (REPO_ROOT / ".dvc" / "offline_plots.html").read_text(encoding="utf-8")
+    bundle = committed.split("<script>", 1)[1].split("</script>", 1)[0]
+    assert len(bundle) > 500_000
+    assert bundle in page_html
     charts = drawn_charts(page_html, render_offline(chromium, page, tmp_path / "profile"))
     assert len(charts) >= 3  # confusion, per-digit accuracy, line (+ DVCLive's curves)
     for chart, svg in charts.items():

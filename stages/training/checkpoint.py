@@ -13,9 +13,10 @@ read only with `torch.load(weights_only=True)`, which runs no code from the file
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
-import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ import torch
 from torch import nn
 
 from stages.core.artifacts import atomic_output
+from stages.core.console import say
 from stages.core.params import ModelParams, TrainParams
 from stages.training.checkpoint_schema import FORMAT_VERSION, validate_checkpoint
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states
+from stages.training.stats import EpochStats
 
 CHECKPOINT_FILE = "train.pt"
 # Keeps git away from a crashed run's checkpoint, and is all a finished run leaves behind,
@@ -33,15 +36,57 @@ CHECKPOINT_FILE = "train.pt"
 GITIGNORE = (
     "# Written by `train`: an unfinished run's checkpoint, never committed.\n/*\n!/.gitignore\n"
 )
+STAGES_PACKAGE = Path(__file__).resolve().parents[1]
 
-# What a checkpoint holds (all on the CPU):
-#   format, made_with (see `made_with`), epoch (epochs done), model, optimizer, schedule
-#   (or None), rng {"torch": [per rank], "cuda": [per rank], "order": ..., "augment": ...},
-#   history (EpochStats as dicts), best_model (keep=best: the best epoch's weights, or None).
-Checkpoint = dict[str, Any]
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The training state after `epoch` epochs, every tensor on the CPU.
+
+    The file holds `to_dict()` plus `format` and `made_with` (see `CheckpointStore.save`).
+    """
+
+    epoch: int  # epochs done
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # optimizer.state_dict()
+    schedule: dict[str, Any] | None  # lr schedule's state_dict(), None without one
+    generators: dict[str, torch.Tensor]  # "order", "augment": the loop's generator states
+    torch_rng: tuple[torch.Tensor, ...]  # each rank's global CPU RNG (dropout), rank order
+    cuda_rng: tuple[torch.Tensor, ...]  # each rank's GPU RNG on CUDA, else ()
+    history: tuple[EpochStats, ...]
+    best_model: dict[str, torch.Tensor] | None  # keep=best: the best epoch's weights
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors, numbers, strings, lists and dicts: what weights_only loads."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "rng": {**self.generators, "torch": list(self.torch_rng), "cuda": list(self.cuda_rng)},
+            "history": [asdict(stats) for stats in self.history],
+            "best_model": self.best_model,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> Checkpoint:
+        rng = dict(payload["rng"])
+        torch_rng, cuda_rng = rng.pop("torch"), rng.pop("cuda")
+        return cls(
+            epoch=payload["epoch"],
+            model=payload["model"],
+            optimizer=payload["optimizer"],
+            schedule=payload["schedule"],
+            generators=rng,
+            torch_rng=tuple(torch_rng),
+            cuda_rng=tuple(cuda_rng),
+            history=tuple(EpochStats(**stats) for stats in payload["history"]),
+            best_model=payload["best_model"],
+        )
 
 
 def made_with(
+    *,
     model_params: ModelParams,
     train_params: TrainParams,
     threads: int,
@@ -49,18 +94,45 @@ def made_with(
     cluster: Cluster,
     bf16: bool,
 ) -> dict[str, Any]:
-    """Everything that decides the run's bytes: params, training data, device, processes."""
+    """Everything that decides the run's bytes: params, training data, device, processes,
+    and the software: torch, CUDA, cuDNN, the GPU model and this package's code.
+
+    Another GPU model or library version may pick other kernels, and so other float
+    rounding: resuming there would give a model that no uninterrupted run gives.
+    """
     with Path(train_path).open("rb") as file:
         data_sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    on_cuda = cluster.device.type == "cuda"
     return {
         "model": model_params.model_dump(),
         "train": train_params.model_dump(),
         "runtime": {"threads": threads},
         "data_sha256": data_sha256,
         "device": cluster.device.type,
+        "gpu": torch.cuda.get_device_name(cluster.device) if on_cuda else None,
         "bf16": bf16,
         "world_size": cluster.world_size,
+        "versions": {
+            "torch": str(torch.__version__),  # a str subclass, which weights_only refuses
+            "cuda": torch.version.cuda if on_cuda else None,
+            "cudnn": torch.backends.cudnn.version() if on_cuda else None,
+            "code_sha256": code_version(),
+        },
     }
+
+
+@functools.cache
+def code_version(package: Path = STAGES_PACKAGE) -> str:
+    """sha256 over the stages/ package's Python files (paths and contents, sorted).
+
+    Any change to the package refuses old checkpoints, even one that cannot matter to
+    training (say, in evaluate.py): training again costs less than a wrong resume.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 class CheckpointStore:
@@ -83,37 +155,39 @@ class CheckpointStore:
 
         Only rank 0 reads the file (other machines may not see it), decodes, validates it
         and compares its fingerprint, and decides; the decision, then the bytes, reach the
-        other ranks, so no rank can decide otherwise and leave the others waiting.
+        other ranks (which decode them with weights_only=True), so no rank can decide
+        otherwise and leave the others waiting.
         """
         main = self._cluster.is_main
-        payload, checkpoint = b"", None
+        payload, saved = b"", None
         if main and self.path.is_file():
             payload = self.path.read_bytes()
-            checkpoint, problem = _decode(payload)
-            if checkpoint is not None:
-                problem = _difference(checkpoint["made_with"], self._fingerprint)
+            saved, problem = _decode(payload)
+            if saved is not None:
+                problem = _difference(saved["made_with"], self._fingerprint)
             if problem is not None:
-                _say(f"ignoring {self.path}: {problem}; training from scratch, overwriting it")
-                checkpoint = None
-        resume = broadcast_bytes(b"resume" if checkpoint is not None else b"", self._cluster)
+                say(f"ignoring {self.path}: {problem}; training from scratch, overwriting it")
+                saved = None
+        resume = broadcast_bytes(b"resume" if saved is not None else b"", self._cluster)
         if not resume:
             return None
         payload = broadcast_bytes(payload if main else b"", self._cluster)
         if not main:
-            checkpoint, problem = _decode(payload)  # the bytes rank 0 accepted
-            if checkpoint is None:
+            saved, problem = _decode(payload)  # the very bytes rank 0 accepted
+            if saved is None:
                 raise RuntimeError(f"rank {self._cluster.rank} cannot decode: {problem}")
+        checkpoint = Checkpoint.from_dict(saved)
         if main:
-            _say(f"resuming from {self.path}: {checkpoint['epoch']} epoch(s) already done")
+            say(f"resuming from {self.path}: {checkpoint.epoch} epoch(s) already done")
         return checkpoint
 
     def save(self, checkpoint: Checkpoint) -> None:
         """Write the checkpoint atomically (rank 0 only): a kill leaves the previous one."""
         if not self._cluster.is_main:
             return
-        checkpoint = {"format": FORMAT_VERSION, "made_with": self._fingerprint, **checkpoint}
+        payload = {"format": FORMAT_VERSION, "made_with": self._fingerprint}
         with atomic_output(self.path) as tmp:
-            torch.save(checkpoint, tmp)
+            torch.save(payload | checkpoint.to_dict(), tmp)
 
     def clear(self) -> None:
         """Delete the checkpoint once the model is written: the run is finished."""
@@ -128,26 +202,32 @@ def capture(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
     generators: dict[str, torch.Generator],
-    history: list[dict[str, Any]],
+    history: list[EpochStats],
     best_model: dict[str, torch.Tensor] | None,
     cluster: Cluster,
-) -> Checkpoint:
-    """The training state after `epoch`; every rank calls it (it gathers their RNG states)."""
-    rng: dict[str, Any] = {name: gen.get_state() for name, gen in generators.items()}
+) -> Checkpoint | None:
+    """The training state after `epoch` on rank 0, None on the others.
+
+    Every rank calls it, since every rank's RNG states are gathered; only rank 0, which
+    alone writes the file, copies the model and optimizer to the CPU.
+    """
     # Dropout draws from each rank's own global RNG: the CPU one, or the GPU's on CUDA.
-    rng["torch"] = gather_states(torch.get_rng_state(), cluster)
+    torch_rng = gather_states(torch.get_rng_state(), cluster)
     on_cuda = cluster.device.type == "cuda"
-    cuda_state = torch.cuda.get_rng_state(cluster.device) if on_cuda else None
-    rng["cuda"] = gather_states(cuda_state, cluster) if cuda_state is not None else []
-    return {
-        "epoch": epoch,
-        "model": _to_cpu(model.state_dict()),
-        "optimizer": _to_cpu(optimizer.state_dict()),
-        "schedule": copy.deepcopy(schedule.state_dict()) if schedule is not None else None,
-        "rng": rng,
-        "history": history,
-        "best_model": _to_cpu(best_model),
-    }
+    cuda_rng = gather_states(torch.cuda.get_rng_state(cluster.device), cluster) if on_cuda else []
+    if not cluster.is_main:
+        return None
+    return Checkpoint(
+        epoch=epoch,
+        model=_to_cpu(model.state_dict()),
+        optimizer=_to_cpu(optimizer.state_dict()),
+        schedule=copy.deepcopy(schedule.state_dict()) if schedule is not None else None,
+        generators={name: gen.get_state() for name, gen in generators.items()},
+        torch_rng=tuple(torch_rng),
+        cuda_rng=tuple(cuda_rng),
+        history=tuple(history),
+        best_model=_to_cpu(best_model),
+    )
 
 
 def restore(
@@ -163,22 +243,21 @@ def restore(
 
     Returns the best weights so far (keep=best) on the training device, or None.
     """
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])  # moves its tensors to the params
+    model.load_state_dict(checkpoint.model)
+    optimizer.load_state_dict(checkpoint.optimizer)  # moves its tensors to the params
     if schedule is not None:
-        schedule.load_state_dict(checkpoint["schedule"])
-    rng = checkpoint["rng"]
+        schedule.load_state_dict(checkpoint.schedule)
     for name, generator in generators.items():
-        generator.set_state(rng[name])
-    torch.set_rng_state(rng["torch"][cluster.rank])
+        generator.set_state(checkpoint.generators[name])
+    torch.set_rng_state(checkpoint.torch_rng[cluster.rank])
     if cluster.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"][cluster.rank], cluster.device)
-    best = checkpoint["best_model"]
+        torch.cuda.set_rng_state(checkpoint.cuda_rng[cluster.rank], cluster.device)
+    best = checkpoint.best_model
     return None if best is None else {name: t.to(cluster.device) for name, t in best.items()}
 
 
-def _decode(payload: bytes) -> tuple[Checkpoint | None, str | None]:
-    """(checkpoint, None), or (None, why it cannot be used)."""
+def _decode(payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(the file's dict, None), or (None, why it cannot be used)."""
     try:
         checkpoint = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # any failure on a hostile file (zip, pickle, storage errors)
@@ -231,7 +310,3 @@ def _to_cpu(tree: Any) -> Any:
     if isinstance(tree, list | tuple):
         return type(tree)(_to_cpu(value) for value in tree)
     return tree
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ hand must be ignored with a reason, never fail half-way through a restore.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from stages.core.errors import PipelineError
 from stages.core.params import ModelParams
 from stages.model.networks import ModelConfig, build_model
+from stages.training.stats import EpochStats
 
 FORMAT_VERSION = 1
 
@@ -37,8 +39,12 @@ def validate_checkpoint(obj: Any) -> str | None:
             return f"'{key}' is missing or of the wrong type"
     if not 1 <= obj["epoch"] == len(obj["history"]):
         return f"epoch {obj['epoch']} with {len(obj['history'])} epochs of history"
-    if not all(isinstance(stats, dict) and _plain(stats) for stats in obj["history"]):
-        return "'history' holds something other than plain numbers"
+    fields = {field.name for field in dataclasses.fields(EpochStats)}
+    if not all(
+        isinstance(stats, dict) and stats.keys() == fields and _plain(stats)
+        for stats in obj["history"]
+    ):
+        return "'history' is not a list of epoch statistics"
     rng = obj["rng"]
     states = [rng.get(name) for name in rng if name not in ("torch", "cuda")]
     lists = [rng.get("torch"), rng.get("cuda")]

@@ -68,11 +68,13 @@ def rank_from_env() -> int:
 
 
 @contextlib.contextmanager
-def session(requested_device: str) -> Iterator[Cluster]:
+def session(requested_device: str, *, backend: str | None = None) -> Iterator[Cluster]:
     """The cluster that torchrun describes (or a world of one), with its process group.
 
-    gloo connects CPU processes, nccl GPU ones. The group is destroyed on the way out,
-    also when training fails, so that no process is left waiting.
+    gloo connects CPU processes, nccl GPU ones. `backend="gloo"` on CUDA lets several
+    processes share one GPU (nccl refuses that), which is how bench/gpu_verify.py runs
+    DDP on a one-GPU machine. The group is destroyed on the way out, also when training
+    fails, so that no process is left waiting.
     """
     if not launched_by_torchrun():
         yield Cluster(device=resolve_device(requested_device))
@@ -85,11 +87,13 @@ def session(requested_device: str) -> Iterator[Cluster]:
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
         device=device,
     )
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if backend == "nccl":
         dist.init_process_group("nccl", device_id=device)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
     try:
         yield cluster
     finally:
@@ -100,19 +104,54 @@ def wrap_model(model: nn.Module, cluster: Cluster) -> nn.Module:
     """DistributedDataParallel around the model when there are several processes.
 
     On CUDA, batch norm is synchronised so that it normalises over the whole global batch,
-    as one process would; gloo has no SyncBatchNorm, so on CPU each rank normalises over
-    its own shard (DDP's default), and rank 0's running statistics are kept.
+    as one process would; every rank then computes the same running statistics, so DDP
+    need not broadcast rank 0's before each forward. SyncBatchNorm runs on GPU tensors
+    only (over nccl, or gloo), so on the CPU each rank normalises over its own shard (DDP's
+    default) and rank 0's running statistics are broadcast and kept.
+
+    Gradients are summed in rank order (see `_sum_in_rank_order`), so the model's bytes do
+    not depend on how DDP happens to bucket them.
     """
     if not cluster.is_distributed:
         return model
     if cluster.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return nn.parallel.DistributedDataParallel(model, device_ids=[cluster.device])
-    return nn.parallel.DistributedDataParallel(model)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[cluster.device], broadcast_buffers=False
+        )
+    else:
+        ddp = nn.parallel.DistributedDataParallel(model)
+    ddp.register_comm_hook(None, _sum_in_rank_order)
+    return ddp
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+# (ProcessGroup | None, GradBucket) -> Future[Tensor]. Not annotated: DDP compares a
+# hook's annotations with the classes themselves, and `from __future__` makes them strings.
+def _sum_in_rank_order(process_group, bucket):
+    """DDP's gradient average, with the same float rounding whatever the bucket layout.
+
+    DDP's own all-reduce sums each element in an order that depends on where it falls in
+    its bucket (a ring all-reduce splits a bucket into one chunk per rank and starts each
+    chunk's sum at another rank). DDP rebuilds its buckets after the first step, so the
+    first step after a resume (a new DDP) sums 3 or more ranks' gradients in another order
+    than the uninterrupted run did, and the model's bytes drift. Gathering every rank's
+    gradients and adding them in rank order gives every element the same sum in any
+    layout, on every backend. It sends world_size times the gradients of an all-reduce:
+    nothing next to this project's models; dividing first, as DDP does, keeps 2 ranks'
+    sums identical to DDP's own.
+    """
+    world_size = dist.get_world_size(process_group)
+    gradients = bucket.buffer().div_(world_size)
+    parts = [torch.empty_like(gradients) for _ in range(world_size)]
+    work = dist.all_gather(parts, gradients, group=process_group, async_op=True)
+
+    def add_in_rank_order(_: torch.futures.Future) -> torch.Tensor:
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total += part
+        return total
+
+    return work.get_future().then(add_in_rank_order)
 
 
 def sum_across(values: torch.Tensor, cluster: Cluster) -> torch.Tensor:

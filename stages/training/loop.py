@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -44,6 +44,22 @@ class TrainResult(NamedTuple):
     history: list[EpochStats]
 
 
+@dataclass(frozen=True)
+class _Trainer:
+    """What every epoch of one run uses; built once by train_model."""
+
+    model: nn.Module  # DDP around the network with several processes, else the network
+    optimizer: torch.optim.Optimizer
+    schedule: LRScheduler | None
+    data: TrainingData
+    params: TrainParams
+    batch_size: int  # images per global batch
+    generators: dict[str, torch.Generator]  # "order" (batches), "augment": on the CPU
+    cluster: Cluster
+    memory_format: torch.memory_format  # channels_last for the cnn
+    amp: Callable[[], AbstractContextManager]  # bf16 autocast, or a null context
+
+
 def train_model(
     digits: Digits,
     model_params: ModelParams,
@@ -52,6 +68,7 @@ def train_model(
     report: EpochReport | None = None,
     *,
     cluster: Cluster | None = None,
+    bf16: bool | None = None,
     resume: Checkpoint | None = None,
     save_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> TrainResult:
@@ -59,14 +76,16 @@ def train_model(
 
     The loop is PyTorch's canonical one: model.train(), zero_grad, forward, loss,
     backward, step. With batch_size null every step sees the whole set, as in the tutorial.
-    `resume` continues from a checkpoint; `save_checkpoint` gets one after every epoch.
+    `bf16` is `uses_bf16`'s answer (decided here when None). `resume` continues from a
+    checkpoint; `save_checkpoint` gets one after every epoch (on rank 0).
     Under torchrun, `cluster` says which shard of each batch this process trains on.
     """
     if digits.labels is None:
         raise ValueError("training needs labelled digits")
     cluster = cluster or Cluster(device=resolve_device(train_params.device))
     device, seed = cluster.device, train_params.seed
-    bf16 = uses_bf16(train_params.precision, train_params.device, device, not cluster.is_main)
+    if bf16 is None:
+        bf16 = uses_bf16(train_params.precision, train_params.device, device, not cluster.is_main)
     order_generator = make_deterministic(seed, cluster.threads(threads), device)
     augment_generator = stream_generator(seed, "augment")
     config = ModelConfig.from_params(model_params)
@@ -79,11 +98,23 @@ def train_model(
     data = training_data(digits, train_params, device, memory_format)
     n_train = len(data.train_labels)  # after the validation split
     batch_size = global_batch_size(train_params, n_train, cluster)
-    trainer = wrap_model(model, cluster)  # DDP with several processes, else the model
-    optimizer = make_optimizer(trainer.parameters(), train_params)
+    trainer_model = wrap_model(model, cluster)  # DDP with several processes, else the model
+    optimizer = make_optimizer(trainer_model.parameters(), train_params)
     steps = train_params.epochs * math.ceil(n_train / batch_size)
     schedule = make_schedule(optimizer, train_params, steps)
     generators = {"order": order_generator, "augment": augment_generator}
+    trainer = _Trainer(
+        model=trainer_model,
+        optimizer=optimizer,
+        schedule=schedule,
+        data=data,
+        params=train_params,
+        batch_size=batch_size,
+        generators=generators,
+        cluster=cluster,
+        memory_format=memory_format,
+        amp=autocast(device, bf16),
+    )
 
     history: list[EpochStats] = []
     best_state: dict[str, torch.Tensor] | None = None
@@ -96,21 +127,10 @@ def train_model(
             generators=generators,
             cluster=cluster,
         )
-        history = [EpochStats(**stats) for stats in resume["history"]]
-    amp = autocast(device, bf16)
+        history = list(resume.history)
     for epoch in range(len(history) + 1, train_params.epochs + 1):
         started = time.perf_counter()
-        loss_sum, correct, lr = _train_epoch(
-            trainer,
-            (optimizer, schedule),
-            data,
-            train_params,
-            batch_size,
-            generators,
-            cluster,
-            (memory_format, amp),
-            epoch=epoch,
-        )
+        loss_sum, correct, lr = _train_epoch(trainer, epoch=epoch)
         # Rank 0 alone validates (and so alone keeps the best epoch): the others only train.
         val_loss, val_accuracy = (
             score(model, data.val_images, data.val_labels) if cluster.is_main else (None, None)
@@ -136,11 +156,12 @@ def train_model(
                 optimizer=optimizer,
                 schedule=schedule,
                 generators=generators,
-                history=[asdict(done) for done in history],
+                history=history,
                 best_model=best_state,
                 cluster=cluster,
             )
-            save_checkpoint(state)
+            if state is not None:  # rank 0's; the other ranks only joined the gathers
+                save_checkpoint(state)
         if report:
             report(stats)
     if best_state is not None:
@@ -149,69 +170,75 @@ def train_model(
     return TrainResult(model, config, history)
 
 
-def _train_epoch(
-    trainer: nn.Module,
-    stepping: tuple[torch.optim.Optimizer, LRScheduler | None],
-    data: TrainingData,
-    train_params: TrainParams,
-    batch_size: int,
-    generators: dict[str, torch.Generator],
-    cluster: Cluster,
-    layout: tuple[torch.memory_format, Callable[[], AbstractContextManager]],
-    *,
-    epoch: int,
-) -> tuple[float, int, float]:
+def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
     """One pass over the training set: (sum of losses, correct predictions, last lr).
 
     Every rank walks the same global batches and trains on its shard of each (all of it
     with one process); the sums are over all ranks.
     """
-    optimizer, schedule = stepping
-    memory_format, amp = layout  # channels_last or not; bf16 autocast or not
-    trainer.train()
-    device = cluster.device
+    params, cluster, device = trainer.params, trainer.cluster, trainer.cluster.device
+    data, optimizer, schedule = trainer.data, trainer.optimizer, trainer.schedule
+    n_train = len(data.train_labels)
+    # The epoch's random numbers are drawn on the CPU (the same bytes on any device) and
+    # reach the GPU in one copy each, before the steps: a CPU tensor copied inside the
+    # loop would make every step wait for the GPU to catch up.
+    batches = list(global_batches(n_train, trainer.batch_size, trainer.generators["order"]))
+    order = _to_device(torch.cat(batches), device)  # (N,) image indices, batch after batch
+    if params.augment.enabled:
+        # Drawn for every global batch in full, so each image gets the same transform
+        # whatever the number of processes: (N, 4) in [0, 1), in the order's positions.
+        uniform = torch.rand(n_train, 4, generator=trainer.generators["augment"])
+        uniform = _to_device(uniform, device)
+    trainer.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    lr = train_params.lr
+    lr = params.lr
+    start = 0
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based batch; 0 = none
-    batches = global_batches(len(data.train_labels), batch_size, generators["order"])
     for number, batch in enumerate(batches, start=1):
         shard = cluster.shard(len(batch))
-        indices = batch[shard].to(device)
+        positions = slice(start + shard.start, start + shard.stop)  # this rank's, in `order`
+        start += len(batch)
+        indices = order[positions]
         images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
-        if train_params.augment.enabled:
-            # Drawn for the whole global batch, so each image gets the same transform
-            # whatever the number of processes.
-            uniform = torch.rand(len(batch), 4, generator=generators["augment"])[shard]
-            images = affine_transform(images, train_params.augment, uniform.to(device))
-        images = standardize(images).contiguous(memory_format=memory_format)
+        if params.augment.enabled:
+            images = affine_transform(images, params.augment, uniform[positions])
+        images = standardize(images).contiguous(memory_format=trainer.memory_format)
         labels = data.train_labels[indices]
         optimizer.zero_grad()
-        with amp():
-            log_probs = trainer(images)  # (B, 10)
-            loss = classification_loss(log_probs, labels, train_params.label_smoothing)
+        with trainer.amp():
+            log_probs = trainer.model(images)  # (B, 10)
+            loss = classification_loss(log_probs, labels, params.label_smoothing)
         # Remember the first non-finite loss on the device (no sync per batch); the epoch's
         # summed loss below then stops every rank together.
         bad_now = (first_bad == 0) & ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad_now, number, first_bad)
         # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
         # of the batch times the world size makes that average the global batch's mean.
-        share = len(indices) * cluster.world_size / len(batch)
+        n_shard = shard.stop - shard.start
+        share = n_shard * cluster.world_size / len(batch)
         (loss * share if share != 1 else loss).backward()
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        loss_sum += loss.detach().double() * len(indices)
+        loss_sum += loss.detach().double() * n_shard
         correct += (log_probs.argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
     if not math.isfinite(totals[0]):  # the same sum on every rank, so all ranks stop here
         where = f", first in batch {int(first_bad)}" if int(first_bad) else ""
         raise PipelineError(
             f"train: the training loss became {totals[0]} in epoch {epoch}{where}; stopped, "
-            f"no model written; try a lower train.lr (now {train_params.lr})"
+            f"no model written; try a lower train.lr (now {params.lr})"
         )
     return totals[0], int(totals[1]), lr
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to a GPU from pinned memory, so the CPU need not wait."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def best_epoch(history: list[EpochStats]) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
+from stages.core.console import say
 from stages.core.errors import PipelineError
 
 # cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
@@ -33,6 +33,12 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         )
     if requested == "cpu" or not cuda_available:
         return torch.device("cpu")
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:  # else CUDA's own "invalid device ordinal", mid-way through
+        raise PipelineError(
+            f"torchrun: LOCAL_RANK is {local_rank}, but torch sees {visible} CUDA GPU(s) on "
+            f"this machine; expected --nproc-per-node at most {visible} (or train.device cpu)"
+        )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     return torch.device("cuda", local_rank)
 
@@ -56,10 +62,7 @@ def uses_bf16(
             "on the CPU (bf16 autocast is applied on CUDA only)"
         )
     if not quiet:
-        print(
-            "note: train.precision bf16 applies on CUDA only; no GPU here, so training in fp32",
-            file=sys.stderr,
-        )
+        say("note: train.precision bf16 applies on CUDA only; no GPU here, so training in fp32")
     return False
 
 
