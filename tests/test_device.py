@@ -36,6 +36,14 @@ def no_gpu(monkeypatch):
 
 
 @pytest.fixture
+def no_native_bf16(monkeypatch):
+    """A CPU without native bf16, where bf16 autocast is not used (see cpu_bf16.py)."""
+    import stages.training.runtime
+
+    monkeypatch.setattr(stages.training.runtime, "native_bf16", lambda: False)
+
+
+@pytest.fixture
 def fake_gpu(monkeypatch):
     """torch.cuda says there are 2 GPUs; nothing may actually run on them."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -76,10 +84,12 @@ def test_torchrun_with_more_processes_than_gpus_fails_cleanly(
     )
 
 
-def test_bf16_only_on_cuda(no_gpu, capsys):
+def test_bf16_only_on_cuda(no_gpu, no_native_bf16, capsys):
     assert uses_bf16("bf16", "cuda", torch.device("cuda", 0)) is True
     assert uses_bf16("fp32", "cuda", torch.device("cuda", 0)) is False
-    with pytest.raises(PipelineError, match="train.precision is bf16, but train.device is cpu"):
+    with pytest.raises(
+        PipelineError, match="train.precision is bf16, but train.device is cpu and this CPU"
+    ):
         uses_bf16("bf16", "cpu", CPU)
     assert uses_bf16("bf16", "auto", CPU) is False  # the same params still train, in fp32
     assert "training in fp32" in capsys.readouterr().err
@@ -93,7 +103,9 @@ def _train_command(tmp_path, monkeypatch, tiny_params, **train):
     return CliRunner().invoke(app, ["train", "--train-data", "train.safetensors"])
 
 
-def test_train_with_auto_on_a_cpu_machine(no_gpu, tmp_path, monkeypatch, tiny_params):
+def test_train_with_auto_on_a_cpu_machine(
+    no_gpu, no_native_bf16, tmp_path, monkeypatch, tiny_params
+):
     result = _train_command(tmp_path, monkeypatch, tiny_params, device="auto", precision="bf16")
     assert result.exit_code == 0, result.output
     assert "training in fp32" in result.stderr

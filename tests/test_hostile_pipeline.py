@@ -158,14 +158,15 @@ def test_non_finite_loss_stops_training_and_writes_no_model(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", tiny_params)
     save_prepared(tmp_path / "train.safetensors", synthetic_digits(40))
-    real_loss = loop.classification_loss
-
-    def nan_from_epoch_2(log_probs, labels, smoothing):
-        loss = real_loss(log_probs, labels, smoothing)
-        return loss * float("nan") if len(calls) >= 1 else calls.append(1) or loss
-
+    real_loss = loop.summed_member_losses
     calls: list[int] = []
-    monkeypatch.setattr(loop, "classification_loss", nan_from_epoch_2)
+
+    def nan_from_epoch_2(*args):
+        calls.append(1)
+        loss = real_loss(*args)
+        return loss * float("nan") if len(calls) > 1 else loss
+
+    monkeypatch.setattr(loop, "summed_member_losses", nan_from_epoch_2)
     result = CliRunner().invoke(app, ["train", "--train-data", "train.safetensors"])
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()

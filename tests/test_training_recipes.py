@@ -271,11 +271,13 @@ def test_train_command_with_every_option(tmp_path, monkeypatch, tiny_params):
     assert not (tmp_path / "dvc.yaml").exists()  # DVCLive must not write one
 
 
-def test_readme_best_command_is_the_benchmarked_recipe():
-    from bench.compare_recipes import BEST
+@pytest.mark.parametrize("name", ["fast", "best"])
+def test_readme_best_command_is_the_benchmarked_recipe(name):
+    """The README's `dvc exp run -n fast/best -S ...` lines set exactly FAST and BEST."""
+    import bench.compare_recipes
 
     readme = (REPO_ROOT / "README.md").read_text()
-    commands = re.findall(r"^dvc exp run -n best .*$", readme, flags=re.MULTILINE)
+    commands = re.findall(rf"^dvc exp run -n {name} .*$", readme, flags=re.MULTILINE)
     assert len(commands) == 1
     words = shlex.split(commands[0])
     settings = {}
@@ -283,7 +285,15 @@ def test_readme_best_command_is_the_benchmarked_recipe():
         assert flag == "-S"
         key, value = setting.split("=", 1)
         settings[key] = yaml.safe_load(value)
-    assert settings == BEST
+    assert settings == getattr(bench.compare_recipes, name.upper())
+
+
+def test_recipes_keep_a_test_split_of_500_out_of_training():
+    from bench.compare_recipes import BEST, FAST
+
+    for recipe in (FAST, BEST):
+        assert recipe["data.test_size"] >= 500
+        assert recipe["data.train_size"] + recipe["data.test_size"] <= 5000  # bundled digits
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 InputPath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
 
+MAX_MEMBERS = 16  # networks in one ensemble (model.members)
+
 
 class _Section(BaseModel):
     # strict: "50" is not an int and 1.5 is not an epoch count; forbid: catches typos;
@@ -69,6 +71,13 @@ class ModelParams(_Section):
         max_length=MAX_CNN_BLOCKS,
         description="cnn only: output channels of each conv block",
     )
+    # A default, so params files written before ensembles existed still validate.
+    members: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="networks in an ensemble that averages their probabilities; 1 = one",
+    )
 
 
 class AugmentParams(_Section):
@@ -77,6 +86,14 @@ class AugmentParams(_Section):
     translation: float = Field(ge=0, le=0.5, description="max shift as a fraction of the side")
     scale: list[Annotated[float, Field(gt=0, le=10)]] = Field(
         min_length=2, max_length=2, description="[min, max] zoom factor"
+    )
+
+    # Defaults, so params files written before elastic distortion existed still validate.
+    elastic_alpha: float = Field(
+        default=0.0, ge=0, le=100, description="elastic distortion strength in pixels; 0 = off"
+    )
+    elastic_sigma: float = Field(
+        default=5.0, ge=1, le=14, description="smoothness (Gaussian std, pixels) of the distortion"
     )
 
     @field_validator("scale")
@@ -105,7 +122,9 @@ class TrainParams(_Section):
     keep: Literal["final", "best"] = Field(description="model of the last or best-val epoch")
     augment: AugmentParams
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto = CUDA when available")
-    precision: Literal["fp32", "bf16"] = Field(description="bf16 = autocast, on CUDA only")
+    precision: Literal["fp32", "bf16"] = Field(
+        description="bf16 = autocast, on CUDA or a CPU with native bf16"
+    )
 
     @field_validator("keep")
     @classmethod

@@ -6,7 +6,6 @@ file (unlike a pickled `torch.save`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ def save_model(model: nn.Module, config: ModelConfig, path: Path) -> None:
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     # A single metadata entry: safetensors stores metadata as a hash map, and one key
     # keeps the header's byte order (and so the file hash) identical run to run.
-    metadata = {_CONFIG_KEY: json.dumps(asdict(config), sort_keys=True)}
+    metadata = {_CONFIG_KEY: json.dumps(config.saved_fields(), sort_keys=True)}
     with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 

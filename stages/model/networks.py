@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
@@ -11,7 +11,8 @@ from torch import nn
 
 from stages.core.digits import IMAGE_SIDE, N_CLASSES, PIXELS
 from stages.core.errors import PipelineError
-from stages.core.params import ModelParams
+from stages.core.params import MAX_MEMBERS, ModelParams
+from stages.model.ensemble import Ensemble
 
 # Mean and std of MNIST training pixels scaled to [0, 1]; standardising with them is
 # the usual first fix to the tutorial, which fed raw 0-255 values to the network.
@@ -29,6 +30,7 @@ class ModelConfig:
     dropout: float
     channels: tuple[int, ...] = ()  # cnn only; () for the mlp
     format_version: int = FORMAT_VERSION
+    members: int = 1  # > 1: an ensemble of that many networks (stages/model/ensemble.py)
 
     @classmethod
     def from_params(cls, params: ModelParams) -> ModelConfig:
@@ -39,7 +41,16 @@ class ModelConfig:
             hidden=tuple(params.hidden),
             dropout=params.dropout,
             channels=channels,
+            members=params.members,
         )
+
+    def saved_fields(self) -> dict[str, object]:
+        """The fields written to the model file: `members` only for an ensemble, so a
+        single network's file is byte for byte what it was before ensembles existed."""
+        fields = asdict(self)
+        if self.members == 1:
+            del fields["members"]
+        return fields
 
 
 def classifier_head(n_features: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -102,6 +113,19 @@ class CNN(nn.Module):
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    """The network a config describes: one, or an Ensemble of `members` of them.
+
+    Members are built one after another from the global RNG, so each starts from its own
+    seeded weights, and member 0 starts as the single network of the same seed would.
+    """
+    if not 1 <= config.members <= MAX_MEMBERS:
+        raise PipelineError(f"an ensemble of {config.members} members; expected 1 to {MAX_MEMBERS}")
+    if config.members == 1:
+        return _build_network(config)
+    return Ensemble([_build_network(config) for _ in range(config.members)])
+
+
+def _build_network(config: ModelConfig) -> nn.Module:
     if config.arch == "mlp":
         return MLP(config.hidden, config.dropout)
     if config.arch == "cnn" and 1 <= len(config.channels) <= MAX_CNN_BLOCKS:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -21,8 +22,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from stages.core.digits import Digits
 from stages.core.errors import PipelineError
 from stages.core.params import ModelParams, TrainParams
+from stages.model.ensemble import ensemble_size, mean_of_probabilities, summed_member_losses
 from stages.model.networks import ModelConfig, build_model, standardize
-from stages.training.augment import affine_transform
+from stages.training.augment import augment_images, draw_augmentation
 from stages.training.batches import TrainingData, global_batch_size, global_batches, training_data
 from stages.training.checkpoint import Checkpoint, capture, restore
 from stages.training.distributed import Cluster, sum_across, wrap_model
@@ -184,11 +186,18 @@ def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
     # loop would make every step wait for the GPU to catch up.
     batches = list(global_batches(n_train, trainer.batch_size, trainer.generators["order"]))
     order = _to_device(torch.cat(batches), device)  # (N,) image indices, batch after batch
+    members = ensemble_size(trainer.model)  # an ensemble's members: their own draws
     if params.augment.enabled:
         # Drawn for every global batch in full, so each image gets the same transform
         # whatever the number of processes: (N, 4) in [0, 1), in the order's positions.
-        uniform = torch.rand(n_train, 4, generator=trainer.generators["augment"])
-        uniform = _to_device(uniform, device)
+        draws = draw_augmentation(
+            n_train,
+            params.augment,
+            trainer.generators["augment"],
+            copies=members,
+            move=partial(_to_device, device=device),
+        )
+    smoothed_loss = partial(classification_loss, label_smoothing=params.label_smoothing)
     trainer.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -201,14 +210,16 @@ def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
         start += len(batch)
         indices = order[positions]
         images = data.train_images[indices]  # (B, 1, 28, 28) in 0-1
-        if params.augment.enabled:
-            images = affine_transform(images, params.augment, uniform[positions])
-        images = standardize(images).contiguous(memory_format=trainer.memory_format)
+        if params.augment.enabled:  # (B, 1, 28, 28), or (M, B, 1, 28, 28) for M members
+            images = augment_images(images, params.augment, draws, positions)
+        images = standardize(images)
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=trainer.memory_format)
         labels = data.train_labels[indices]
         optimizer.zero_grad()
         with trainer.amp():
-            log_probs = trainer.model(images)  # (B, 10)
-            loss = classification_loss(log_probs, labels, params.label_smoothing)
+            log_probs = trainer.model(images)  # (B, 10), or (M, B, 10) from an ensemble
+            loss = summed_member_losses(log_probs, labels, smoothed_loss)
         # Remember the first non-finite loss on the device (no sync per batch); the epoch's
         # summed loss below then stops every rank together.
         bad_now = (first_bad == 0) & ~torch.isfinite(loss.detach())
@@ -222,8 +233,8 @@ def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        loss_sum += loss.detach().double() * n_shard
-        correct += (log_probs.argmax(dim=1) == labels).sum()
+        loss_sum += loss.detach().double() * n_shard / members  # per member
+        correct += (mean_of_probabilities(log_probs).argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
     if not math.isfinite(totals[0]):  # the same sum on every rank, so all ranks stop here
         where = f", first in batch {int(first_bad)}" if int(first_bad) else ""

@@ -13,6 +13,7 @@ import torch
 
 from stages.core.console import say
 from stages.core.errors import PipelineError
+from stages.training.cpu_bf16 import native_bf16
 
 # cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
 # when it first starts, so it is set before anything runs on the GPU.
@@ -46,23 +47,27 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
 def uses_bf16(
     precision: str, requested_device: str, device: torch.device, quiet: bool = False
 ) -> bool:
-    """Whether to train under bf16 autocast: only on CUDA, as `train.precision` says.
+    """Whether to train under bf16 autocast, as `train.precision` says.
 
-    An explicit `device: cpu` with bf16 contradicts itself and is refused; with `auto` on a
-    machine without a GPU the same params still train, in fp32, and say so (unless quiet:
-    under torchrun only rank 0 speaks).
+    On CUDA, and on a CPU with native bf16 (stages/training/cpu_bf16.py). On another CPU
+    an explicit `device: cpu` with bf16 is refused; with `auto` on a machine without a
+    GPU the same params still train, in fp32, and say so (unless quiet: under torchrun
+    only rank 0 speaks).
     """
     if precision == "fp32":
         return False
-    if device.type == "cuda":
+    if device.type == "cuda" or native_bf16():
         return True
     if requested_device == "cpu":
         raise PipelineError(
-            "params.yaml: train.precision is bf16, but train.device is cpu; expected fp32 "
-            "on the CPU (bf16 autocast is applied on CUDA only)"
+            "params.yaml: train.precision is bf16, but train.device is cpu and this CPU "
+            "has no native bf16 (avx512_bf16 or amx_bf16); expected fp32 on this CPU"
         )
     if not quiet:
-        say("note: train.precision bf16 applies on CUDA only; no GPU here, so training in fp32")
+        say(
+            "note: train.precision bf16 needs CUDA or a CPU with native bf16; neither here, "
+            "so training in fp32"
+        )
     return False
 
 

@@ -1,0 +1,68 @@
+"""An ensemble of networks in one model: trained together, predicting the mean probability.
+
+`model.members: N` builds N networks of the same architecture, each initialised from its
+own draw of the seeded RNG, into one nn.Module. In train mode its forward returns every
+member's log-probabilities, (N, B, 10), and the loss is the sum of the members' losses:
+each member then gets exactly the gradient it would get alone (Adam's steps are per
+parameter), so training them in one loop is training them side by side. In eval mode the
+forward returns the log of the members' mean probability, (B, 10), like any single
+network, so predict, validation, the model file (tensor names `members.<i>.…`) and
+checkpoints handle an ensemble without knowing it is one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class Ensemble(nn.Module):
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28), or (N, B, 1, 28, 28) with each member's own (augmented) copy.
+
+        Train mode: (N, B, 10), each member's log-probabilities. Eval mode: (B, 10), the
+        log of the mean of the members' probabilities.
+        """
+        if images.dim() == 5:
+            outputs = [member(copy) for member, copy in zip(self.members, images, strict=True)]
+        else:
+            outputs = [member(images) for member in self.members]
+        stacked = torch.stack(outputs)  # (N, B, 10)
+        return stacked if self.training else mean_of_probabilities(stacked)
+
+
+def mean_of_probabilities(member_log_probs: torch.Tensor) -> torch.Tensor:
+    """(N, B, 10) log-probabilities -> (B, 10) log of the mean probability; (B, 10) as is."""
+    if member_log_probs.dim() == 2:
+        return member_log_probs
+    n_members = member_log_probs.shape[0]
+    # log(mean(exp)) without leaving log space: exact and stable for tiny probabilities.
+    return torch.logsumexp(member_log_probs, dim=0) - math.log(n_members)
+
+
+def summed_member_losses(
+    outputs: torch.Tensor,
+    labels: torch.Tensor,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The sum over members of loss(member's (B, 10) log-probabilities, labels).
+
+    For one network's (B, 10) output it is just loss(outputs, labels), the same tensor,
+    so a single network trains to the same bytes as before ensembles existed.
+    """
+    if outputs.dim() == 2:
+        return loss(outputs, labels)
+    return torch.stack([loss(member, labels) for member in outputs.unbind(0)]).sum()
+
+
+def ensemble_size(model: nn.Module) -> int:
+    """How many members a (possibly DDP-wrapped) model has: 1 for a single network."""
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return len(model.members) if isinstance(model, Ensemble) else 1
