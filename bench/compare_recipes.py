@@ -47,6 +47,7 @@ FAST = {
     "train.label_smoothing": 0.1,
     "train.augment.enabled": True,
     "train.precision": "bf16",
+    "model.tta": True,
 }
 BEST = FAST | {"train.epochs": 30, "model.members": 5, "train.augment.elastic_alpha": 34.0}
 

@@ -51,6 +51,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "fast-15": FAST | {"train.epochs": 15},
     "fast-ens3-6": FAST | {"train.epochs": 6, "model.members": 3},
     "fast-fp32": FAST | {"train.precision": "fp32"},
+    "fast-no-tta": FAST | {"model.tta": False},
     "best-affine-20": BEST | {"train.epochs": 20, "train.augment.elastic_alpha": 0.0},
     "best-affine-30": BEST | {"train.augment.elastic_alpha": 0.0},
     "old-best": OLD_BEST,
@@ -120,11 +121,14 @@ def _first_k_members(model, images: np.ndarray, labels: np.ndarray) -> list[floa
     ]
 
 
-def _shift_tta_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
+def _shift_tta_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float | None:
     """Test-time augmentation: the mean probability over the image and its 1-pixel shifts
-    left, right, up and down (background fills the uncovered edge)."""
+    left, right, up and down (background fills the uncovered edge). None when the model
+    already shifts (model.tta): the recipe's own accuracy is that figure."""
     from stages.predict import class_probabilities
 
+    if getattr(model, "tta", False):
+        return None
     total = 0
     padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)))  # (N, 1, 30, 30)
     for dy, dx in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]:

@@ -274,3 +274,38 @@ def test_onnx_export_of_an_ensemble_gives_its_probabilities(tmp_path):
     images = synthetic_digits(5).images  # uint8 (5, 1, 28, 28)
     (exported,) = session.run(None, {session.get_inputs()[0].name: images})
     np.testing.assert_allclose(exported, class_probabilities(ensemble, images), atol=1e-5)
+
+
+def test_tta_averages_the_image_and_its_four_one_pixel_shifts():
+    from stages.model.ensemble import shifted_views
+    from stages.model.networks import MNIST_MEAN, MNIST_STD, ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="mlp", hidden=(16,), dropout=0.0, tta=True)
+    model = build_model(config).eval()
+    images = torch.randn(3, 1, 28, 28)
+    background = -MNIST_MEAN / MNIST_STD
+    views = shifted_views(images, background)
+    assert len(views) == 5
+    assert torch.equal(views[0], images)
+    assert torch.equal(views[2][:, :, 1:, :], images[:, :, :-1, :])  # moved down one row
+    assert torch.allclose(views[2][:, :, 0, :], torch.tensor(background))  # blank edge
+    single = model.members[0]
+    expected = torch.stack([single(view).exp() for view in views]).mean(dim=0).log()
+    with torch.no_grad():
+        assert torch.allclose(model(images), expected, atol=1e-6)
+        # Training sees the plain image only: (members, B, 10).
+        assert model.train()(images).shape == (1, 3, 10)
+
+
+def test_tta_round_trips_through_the_model_file_and_leaves_plain_files_alone(tmp_path):
+    from stages.model.model_file import load_model, save_model
+    from stages.model.networks import ModelConfig, build_model
+
+    plain = ModelConfig(arch="mlp", hidden=(8,), dropout=0.0)
+    assert "tta" not in plain.saved_fields()
+    config = ModelConfig(arch="mlp", hidden=(8,), dropout=0.0, tta=True)
+    save_model(build_model(config), config, tmp_path / "model.safetensors")
+    model, loaded = load_model(tmp_path / "model.safetensors")
+    assert loaded.tta is True
+    assert model.tta is True

@@ -3,16 +3,15 @@ from onnxruntime as from torch on the test split."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
 from torch import nn
 from typer.testing import CliRunner
 
 from stages.cli import app
+from stages.model.ensemble import Ensemble
 from stages.model.model_file import load_model
+from stages.model.networks import MNIST_MEAN, MNIST_STD
 from stages.predict import class_probabilities
 from stages.serving.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from tests.conftest import REPO_ROOT
@@ -26,18 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def test_split():
     return bundled_split()[1]  # the pipeline's 1,000 test digits
-
-
-class Ensemble(nn.Module):
-    """Same contract as one network: the log of the members' mean probability."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack([member(x) for member in self.members])  # (M, B, 10)
-        return torch.logsumexp(stacked, dim=0) - math.log(len(self.members))
 
 
 def onnx_probabilities(path, images: np.ndarray) -> np.ndarray:
@@ -67,10 +54,12 @@ def test_cli_export_matches_torch_on_the_test_split(arch, tmp_path, monkeypatch,
     assert_same_answers(network, output, test_split.images)
 
 
-def test_an_ensemble_exports_like_one_network(tmp_path, test_split):
+@pytest.mark.parametrize("tta", [False, True])
+def test_an_ensemble_exports_like_one_network(tta, tmp_path, test_split):
     members = [load_model(tiny_model_file(tmp_path / f"{arch}.safetensors", arch))[0]
                for arch in ("mlp", "cnn")]  # fmt: skip
-    ensemble = Ensemble(members).eval()
+    background = -MNIST_MEAN / MNIST_STD  # test-time shifts fill the edge with blank pixels
+    ensemble = Ensemble(members, tta=tta, background=background).eval()
     export_onnx(ensemble, tmp_path / "ensemble.onnx")
     assert_same_answers(ensemble, tmp_path / "ensemble.onnx", test_split.images)
 

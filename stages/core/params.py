@@ -78,6 +78,10 @@ class ModelParams(_Section):
         le=MAX_MEMBERS,
         description="networks in an ensemble that averages their probabilities; 1 = one",
     )
+    tta: bool = Field(
+        default=False,
+        description="predict with the mean over the image and its four one-pixel shifts",
+    )
 
 
 class AugmentParams(_Section):

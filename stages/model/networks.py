@@ -31,6 +31,7 @@ class ModelConfig:
     channels: tuple[int, ...] = ()  # cnn only; () for the mlp
     format_version: int = FORMAT_VERSION
     members: int = 1  # > 1: an ensemble of that many networks (stages/model/ensemble.py)
+    tta: bool = False  # predict with test-time shifts (stages/model/ensemble.py)
 
     @classmethod
     def from_params(cls, params: ModelParams) -> ModelConfig:
@@ -42,14 +43,17 @@ class ModelConfig:
             dropout=params.dropout,
             channels=channels,
             members=params.members,
+            tta=params.tta,
         )
 
     def saved_fields(self) -> dict[str, object]:
-        """The fields written to the model file: `members` only for an ensemble, so a
-        single network's file is byte for byte what it was before ensembles existed."""
+        """The fields written to the model file: `members` only for an ensemble and `tta`
+        only when on, so a plain network's file is byte for byte what it was before."""
         fields = asdict(self)
         if self.members == 1:
             del fields["members"]
+        if not self.tta:
+            del fields["tta"]
         return fields
 
 
@@ -120,9 +124,10 @@ def build_model(config: ModelConfig) -> nn.Module:
     """
     if not 1 <= config.members <= MAX_MEMBERS:
         raise PipelineError(f"an ensemble of {config.members} members; expected 1 to {MAX_MEMBERS}")
-    if config.members == 1:
+    if config.members == 1 and not config.tta:
         return _build_network(config)
-    return Ensemble([_build_network(config) for _ in range(config.members)])
+    members = [_build_network(config) for _ in range(config.members)]
+    return Ensemble(members, tta=config.tta, background=(0.0 - MNIST_MEAN) / MNIST_STD)
 
 
 def _build_network(config: ModelConfig) -> nn.Module:
