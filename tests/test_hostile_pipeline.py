@@ -44,6 +44,8 @@ from tests.test_hostile_inputs import refused
         ({"hidden": [8.5]}, "model config: 'hidden.0'"),
         ({"arch": "transformer"}, "model config: 'arch'"),
         ({"format_version": 2}, "model format version 2"),
+        ({"members": 10**6}, "model config: 'members'"),
+        ({"tta": "yes"}, "model config: 'tta'"),
     ],
 )
 def test_model_config_is_checked_before_anything_is_built(tmp_path, monkeypatch, change, fragment):
