@@ -68,6 +68,13 @@ def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _check_outputs(files: list[Path], **where: list) -> None:
+    """Refuse an output that is a folder, unwritable or an input, before any work."""
+    from stages.core.artifacts import check_outputs  # numpy: not for --help
+
+    check_outputs(files, **where)
+
+
 @app.command()
 @_fail_cleanly
 def split(
@@ -132,6 +139,8 @@ def prepare(
     if test_data is None:
         test_data = Path(inputs.test)
         test_labels = test_labels or stage.labels_file(test_data, Path(inputs.test_labels))
+    inputs = [train_data, test_data, train_labels, test_labels]
+    _check_outputs([train_out, test_out], inputs=inputs)  # before any work
     train, test = stage.run(train_data, test_data, train_out, test_out, train_labels, test_labels)
     _say(f"prepared {len(train.images)} training and {len(test.images)} test images")
 
@@ -225,7 +234,9 @@ def predict(
     """
     from stages import predict as stage
 
-    table = stage.run(model, input, output, load_params(params).runtime.threads, labels)
+    threads = load_params(params).runtime.threads
+    _check_outputs([output], inputs=[input, labels, model, params])  # before any work
+    table = stage.run(model, input, output, threads, labels)
     _say(f"wrote {len(table)} predictions to {output}")
 
 
@@ -259,6 +270,8 @@ def evaluate(
     from stages import evaluate as stage
 
     load_params(params)
+    outputs = [metrics, confusion_table, digit_accuracy_table]
+    _check_outputs(outputs, folders=[pictures], inputs=[predictions, test_data, params])
     plots = stage.PlotPaths(test_data, confusion_table, digit_accuracy_table, pictures)
     scores = stage.run(predictions, metrics, plots)
     _say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")

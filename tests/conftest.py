@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from stages.core.digits import Digits
+from stages.core.errors import PipelineError
 from stages.core.params import ModelParams, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,23 +82,35 @@ def replace_cell(path: Path, line: int, column: int, value: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def small_checkpoint(epoch: int):
-    """A minimal, valid training checkpoint after `epoch` epochs (for checkpoint tests)."""
-    import torch
+# The network of the tiny checkpoints below.
+TINY_CHECKPOINT_MODEL = {"arch": "mlp", "hidden": [8], "dropout": 0.0, "channels": [1]}
 
-    from stages.training.checkpoint import Checkpoint
 
-    return Checkpoint(
-        epoch=epoch,
-        model={"weight": torch.ones(2)},
-        optimizer={},
-        schedule=None,
-        generators={"order": torch.Generator().get_state()},
-        torch_rng=(torch.get_rng_state(),),
-        cuda_rng=(),
-        history=(),
-        best_model=None,
-    )
+def tiny_checkpoint(epoch: int, model: dict = TINY_CHECKPOINT_MODEL):
+    """The real state after `epoch` epochs of a tiny run of the network `model` describes
+    (checkpoints are validated on load, so a made-up one would be ignored)."""
+    from stages.core.params import parse_params
+    from stages.training.loop import train_model
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["model"].update(model)
+    raw["train"].update(epochs=epoch)
+    params = parse_params(raw)
+    states: list = []
+    train_model(synthetic_digits(20), params.model, params.train, 1, save_checkpoint=states.append)
+    return states[-1]
+
+
+def refused(call, *fragments: str) -> str:
+    """Run `call`; it must raise one PipelineError of one line holding every fragment."""
+    with pytest.raises(PipelineError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert len(message) < 600, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
 
 
 def reproducible_hashes(repo: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import stages.training.checkpoint as checkpoint_module
@@ -34,9 +35,10 @@ from stages.training.loop import train_model
 from tests.conftest import (
     FANCY_TRAIN,
     REPO_ROOT,
+    TINY_CHECKPOINT_MODEL,
     TINY_CNN,
-    small_checkpoint,
     synthetic_digits,
+    tiny_checkpoint,
     write_params,
 )
 from tests.dvc_repo import command_env
@@ -89,17 +91,18 @@ def test_resuming_after_any_epoch_gives_the_same_model(tmp_path, repo_params, re
         ]
 
 
+
+
 def _store(folder: Path, **fingerprint) -> CheckpointStore:
-    return CheckpointStore(
-        folder, {"train": {"epochs": 4}, **fingerprint}, SINGLE_PROCESS, save_every=0
-    )
+    fingerprint = {"model": TINY_CHECKPOINT_MODEL, "train": {"epochs": 4}, **fingerprint}
+    return CheckpointStore(folder, fingerprint, SINGLE_PROCESS, save_every=0)
 
 
 def test_checkpoint_of_other_params_or_garbage_is_ignored_with_a_message(tmp_path, capsys):
     store = _store(tmp_path / "checkpoint")
     assert (tmp_path / "checkpoint/.gitignore").read_text() == GITIGNORE
     assert store.load() is None  # nothing there yet
-    store.save(small_checkpoint(2))
+    store.save(tiny_checkpoint(2))
     assert _store(tmp_path / "checkpoint").load().epoch == 2
     assert "resuming from" in capsys.readouterr().err
     other = _store(tmp_path / "checkpoint", train={"epochs": 9})
@@ -147,9 +150,10 @@ def test_checkpoint_of_other_software_is_ignored_with_a_message(
     tmp_path, repo_params, monkeypatch, capsys, patch, expected
 ):
     folder = tmp_path / "checkpoint"
-    CheckpointStore(
-        folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS, save_every=0
-    ).save(small_checkpoint(2))
+    fingerprint = _fingerprint(tmp_path, repo_params)
+    CheckpointStore(folder, fingerprint, SINGLE_PROCESS, save_every=0).save(
+        tiny_checkpoint(2, model=fingerprint["model"])
+    )
     module, name, value = patch
     monkeypatch.setattr(torch if module == "torch" else checkpoint_module, name, value)
     store = CheckpointStore(folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS)
@@ -258,7 +262,6 @@ def test_kill_9_then_the_same_command_finishes_with_the_same_model(tmp_path, tin
 
 
 def test_dvc_yaml_keeps_the_checkpoint_folder_between_runs():
-    import yaml
 
     outs = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]["outs"]
     declared = {next(iter(out)): out[next(iter(out))] for out in outs if isinstance(out, dict)}

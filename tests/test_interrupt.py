@@ -12,7 +12,7 @@ from stages.cli import app
 from stages.core.artifacts import save_prepared
 from stages.training.checkpoint import CHECKPOINT_FILE, CheckpointStore
 from stages.training.distributed import SINGLE_PROCESS
-from tests.conftest import small_checkpoint, synthetic_digits, write_params
+from tests.conftest import synthetic_digits, tiny_checkpoint, write_params
 
 
 def _train(model: str):
@@ -77,11 +77,11 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_kept(tmp_path, monkeypat
 def test_checkpoints_are_written_every_few_seconds_not_every_epoch(tmp_path):
     store = CheckpointStore(tmp_path, {"train": {"epochs": 9}}, SINGLE_PROCESS, save_every=3600)
     path: Path = tmp_path / CHECKPOINT_FILE
-    store.save(small_checkpoint(1))
-    store.save(small_checkpoint(2))
+    store.save(tiny_checkpoint(1))
+    store.save(tiny_checkpoint(2))
     assert not path.exists()  # kept in memory: less than an hour since the start
     assert store.flush() == (2, 9)
     assert torch.load(path, weights_only=True)["epoch"] == 2
     every_epoch = CheckpointStore(tmp_path, {"train": {"epochs": 9}}, SINGLE_PROCESS, save_every=0)
-    every_epoch.save(small_checkpoint(3))
+    every_epoch.save(tiny_checkpoint(3))
     assert torch.load(path, weights_only=True)["epoch"] == 3

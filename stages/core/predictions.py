@@ -13,7 +13,9 @@ import pandas as pd
 
 from stages.core.artifacts import atomic_output
 from stages.core.digits import N_CLASSES
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, shown
+from stages.core.limits import MAX_IMAGES
+from stages.core.text_files import check_line_lengths
 
 FILE_COLUMN = "File"  # only for image input: the file each row came from
 PREDICTED_COLUMN = "Predicted Value"
@@ -25,31 +27,41 @@ PROBABILITY_COLUMNS = [f"prob_{digit}" for digit in range(N_CLASSES)]
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path}: no such file")
+    check_line_lengths(path, "a predictions table written by `mnist-pipeline predict`")
     try:
-        return pd.read_csv(path)
+        # Cells stay as written ("NaN" is text until checked), so a bad one can be shown.
+        return pd.read_csv(
+            path, keep_default_na=False, dtype=str, nrows=MAX_IMAGES + 1, encoding="utf-8"
+        )
     except pd.errors.EmptyDataError:
         raise PipelineError(f"{path}: file is empty; expected a CSV header line") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise PipelineError(f"{path}: not a readable CSV ({str(err).strip()})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        reason = shown(str(err).strip().splitlines()[0] if str(err).strip() else "")
+        raise PipelineError(f"{path}: not a readable CSV ({reason})") from None
 
 
-def _whole_numbers(
-    path: Path, table: pd.DataFrame, columns: list[str], low: int, high: int, what: str
+def _checked_numbers(
+    path: Path, table: pd.DataFrame, columns: list[str], bounds: tuple[int, int], what: str
 ) -> np.ndarray:
-    """Return `columns` as an int64 array, or name the first cell that is not in low..high."""
+    """`columns` as float64 (N, C), or name the first cell that is not a number in bounds.
+
+    `what` is e.g. "digits as whole numbers" (then the values must be whole) or
+    "probabilities as numbers"; non-finite values (nan, inf) are always refused.
+    """
+    low, high = bounds
     block = table[columns]
-    numeric = block.apply(pd.to_numeric, errors="coerce")
-    values = numeric.to_numpy(dtype=np.float64)
-    bad = np.isnan(values) | (values < low) | (values > high) | (values != np.round(values))
+    values = block.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < low) | (values > high)
+    if "whole" in what:
+        bad |= values != np.round(values)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
-        cell = block.iat[row, col]
         # +2: one line of header, and people count lines from 1.
         raise PipelineError(
             f"{path}: line {row + 2}, column '{columns[col]}': expected {what} "
-            f"as whole numbers {low}-{high}, got {_show_cell(cell)}"
+            f"{low}-{high}, got {shown(block.iat[row, col])}"
         )
-    return values.astype(np.int64)
+    return values
 
 
 def write_predictions(path: Path, table: pd.DataFrame) -> None:
@@ -71,13 +83,21 @@ def read_predictions(path: Path) -> pd.DataFrame:
         )
     if table.empty:
         raise PipelineError(f"{path}: has a header but no rows; expected one row per image")
-    _whole_numbers(path, table, [PREDICTED_COLUMN, TRUE_COLUMN], 0, N_CLASSES - 1, "digits")
+    if len(table) > MAX_IMAGES:
+        raise PipelineError(f"{path}: more than {MAX_IMAGES} rows; expected at most that")
+    digits = [PREDICTED_COLUMN, TRUE_COLUMN]
+    numbers = {
+        tuple(digits): _checked_numbers(
+            path, table, digits, (0, N_CLASSES - 1), "digits as whole numbers"
+        ).astype(np.int64),
+        tuple(PROBABILITY_COLUMNS): _checked_numbers(
+            path, table, PROBABILITY_COLUMNS, (0, 1), "probabilities as finite numbers"
+        ),
+    }
+    if CONFIDENCE_COLUMN in table.columns:
+        numbers[(CONFIDENCE_COLUMN,)] = _checked_numbers(
+            path, table, [CONFIDENCE_COLUMN], (0, 1), "probabilities as finite numbers"
+        )
+    for columns, values in numbers.items():
+        table[list(columns)] = values  # checked text -> numbers for the scoring code
     return table
-
-
-def _show_cell(cell: object) -> str:
-    if pd.isna(cell):
-        return "an empty cell"
-    if isinstance(cell, str):
-        return repr(cell)
-    return str(getattr(cell, "item", lambda: cell)())  # numpy scalar -> plain number

@@ -6,16 +6,15 @@ gzipped, by magic number), prepared safetensors tensors, a single image file, or
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 
 from stages.core.artifacts import load_prepared
-from stages.core.digits import Digits
+from stages.core.digits import Digits, check_digits
 from stages.core.errors import PipelineError
 from stages.formats.csv_digits import read_csv_digits
-from stages.formats.idx import GZIP_MAGIC, LABELS_MAGIC, is_idx, read_idx_digits, sibling_labels
+from stages.formats.idx import LABELS_MAGIC, is_idx, read_idx_digits, sibling_labels
 from stages.formats.images import read_image_files, read_image_folder
+from stages.formats.streams import first_bytes, require_regular_file
 
 # First bytes of the image formats that Pillow reads for us.
 _IMAGE_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM")
@@ -35,8 +34,17 @@ def read_digits(
 
     `labels_path` is for IDX images only; without it the sibling `*-labels-idx1-ubyte[.gz]`
     is used when present and `find_sibling_labels` allows it.
+
+    Whatever the format, the result passes `check_digits`: 1 to MAX_IMAGES images, labels 0-9.
     """
     path = Path(path)
+    digits = _read_any(path, labels_path, require_labels, find_sibling_labels)
+    return check_digits(path, digits)
+
+
+def _read_any(
+    path: Path, labels_path: Path | None, require_labels: bool, find_sibling_labels: bool
+) -> Digits:
     if not path.exists():
         raise PipelineError(f"{path}: no such file or folder; expected {FORMATS}")
     if labels_path is not None and not Path(labels_path).is_file():
@@ -44,13 +52,15 @@ def read_digits(
     if path.is_dir():
         _refuse_labels_file(path, labels_path)
         return read_image_folder(path, require_labels)
-    head, gzipped = _first_bytes(path)
+    require_regular_file(path, FORMATS)
+    head, gzipped = first_bytes(path)
     if is_idx(head):
         return _read_idx(path, head, labels_path, require_labels, find_sibling_labels)
     if gzipped:
         raise PipelineError(f"{path}: a gzip file that does not hold IDX data; expected {FORMATS}")
     _refuse_labels_file(path, labels_path)
-    if path.suffix == ".safetensors":
+    # By name or by content: an 8-byte length, then the JSON header.
+    if path.suffix.lower() == ".safetensors" or head[8:10] == b'{"':
         return load_prepared(path)
     if head.startswith(_IMAGE_MAGICS):
         if require_labels:
@@ -87,16 +97,3 @@ def _refuse_labels_file(path: Path, labels_path: Path | None) -> None:
             f"{labels_path}: a separate labels file goes only with IDX images, and {path} "
             "is not IDX; its labels come from the data itself"
         )
-
-
-def _first_bytes(path: Path, count: int = 16) -> tuple[bytes, bool]:
-    """The file's first bytes, decompressed if it is gzipped, and whether it was."""
-    with path.open("rb") as file:
-        head = file.read(count)
-    if not head.startswith(GZIP_MAGIC):
-        return head, False
-    try:
-        with gzip.open(path) as file:
-            return file.read(count), True
-    except (EOFError, OSError, zlib.error) as err:
-        raise PipelineError(f"{path}: broken or truncated gzip file ({err})") from None

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from stages.core.artifacts import atomic_output
 from stages.core.digits import IMAGE_SIDE, LABEL_COLUMN, PIXEL_COLUMNS, PIXELS, Digits
-from stages.core.errors import PipelineError
+from stages.core.errors import PipelineError, shown
+from stages.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGES
+from stages.core.text_files import check_line_lengths
+from stages.formats.streams import require_regular_file
 
 EXPECTED_LAYOUT = (
     "a CSV of digits: a header `label,pixel0,...,pixel783`, or no header and 785 columns "
@@ -32,8 +37,7 @@ EXPECTED_LAYOUT = (
 def read_csv_digits(path: Path, require_labels: bool = False) -> Digits:
     """Read any of the CSV layouts into uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: no such file; expected {EXPECTED_LAYOUT}")
+    require_regular_file(path, EXPECTED_LAYOUT)
     header = _first_row(path)
     columns = _column_order(path, header)  # None: no header; else file column -> position
     has_labels = _has_labels(path, header, columns)
@@ -42,6 +46,7 @@ def read_csv_digits(path: Path, require_labels: bool = False) -> Digits:
             f"{path}: missing column '{LABEL_COLUMN}'; expected a labelled CSV (a `label` "
             "column, or 785 columns without a header, label first)"
         )
+    check_line_lengths(path, EXPECTED_LAYOUT)  # numpy's parser would split any line
     digits = _read_fast(path, header_lines=0 if columns is None else 1, has_labels=has_labels)
     if digits is None:
         digits = _read_precisely(path, columns, has_labels)
@@ -65,21 +70,83 @@ def write_csv_digits(path: Path, digits: Digits, header: bool = True) -> None:
         )  # fmt: skip
 
 
+class _Lines:
+    """The file's lines for a parser, refusing a line or a CSV row longer than the limit.
+
+    Checked as the lines are read, before anything splits them: one 30 MB line would
+    otherwise become millions of cells. A quoted cell may span lines, so `row_chars`
+    counts the characters since the reader last started a row (the reader resets it).
+    """
+
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        self._raw, self._path = _split_lines(file), path
+        self.number = 0  # lines read, counted from 1
+        self.row_chars = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        # Bytes, decoded line by line: a decoding error then names its own line (a text
+        # file decodes ahead in 8 KB chunks), and the limit holds before any decoding.
+        raw = next(self._raw, b"")
+        if not raw:
+            raise StopIteration
+        self.number += 1
+        self.row_chars += len(raw)
+        if self.row_chars > MAX_CSV_LINE_CHARS:
+            raise PipelineError(
+                f"{self._path}: line {self.number} is longer than {MAX_CSV_LINE_CHARS} "
+                f"bytes; expected {EXPECTED_LAYOUT}"
+            )
+        try:
+            # UTF-8 whatever the locale; a byte-order mark (Excel writes one) is not data.
+            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise PipelineError(
+                f"{self._path}: line {self.number}, byte {err.start + 1} is not text "
+                f"(invalid UTF-8); expected {EXPECTED_LAYOUT}"
+            ) from None
+
+
+def _split_lines(file: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The file's lines as bytes, ended by \\n, \\r\\n or a lone \\r (old Mac files).
+
+    A line longer than the limit comes out as one piece of just over the limit, for the
+    caller to refuse, so memory stays bounded whatever the file holds.
+    """
+    rest = b""
+    while chunk := file.read(chunk_bytes):
+        lines = (rest + chunk).splitlines(keepends=True)
+        # The last piece may go on in the next chunk (a \\r may be half of \\r\\n).
+        rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        yield from lines
+        if len(rest) > MAX_CSV_LINE_CHARS:
+            yield rest[: MAX_CSV_LINE_CHARS + 1]
+            return
+    if rest:
+        yield rest
+
+
+def _open_text(path: Path) -> BinaryIO:
+    """The file for `_Lines`, which decodes it line by line."""
+    return path.open("rb")
+
+
 def _first_row(path: Path) -> list[str]:
     """The first non-blank row, split into cells."""
-    try:
-        with path.open(newline="") as file:
-            for row in csv.reader(file):
+    with _open_text(path) as file:
+        lines = _Lines(file, path)
+        reader = csv.reader(lines)
+        try:
+            for row in reader:
                 if row:
                     return [cell.strip() for cell in row]
-    except UnicodeDecodeError as err:
-        raise PipelineError(
-            f"{path}: byte offset {err.start} is not text; expected {EXPECTED_LAYOUT}"
-        ) from None
-    except csv.Error as err:
-        raise PipelineError(
-            f"{path}: not a readable CSV ({err}); expected {EXPECTED_LAYOUT}"
-        ) from None
+                lines.row_chars = 0
+        except csv.Error as err:
+            raise PipelineError(
+                f"{path}: not a readable CSV ({err}); expected {EXPECTED_LAYOUT}"
+            ) from None
     raise PipelineError(f"{path}: file is empty; expected {EXPECTED_LAYOUT}")
 
 
@@ -102,7 +169,8 @@ def _column_order(path: Path, first_row: list[str]) -> list[int] | None:
             f"{path}: line 1: unexpected column '{unexpected[0]}' in the header; "
             f"expected {EXPECTED_LAYOUT}"
         )
-    duplicated = [name for name in first_row if first_row.count(name) > 1]
+    counts = Counter(first_row)  # linear: a header of 40,000 columns is refused at once
+    duplicated = [name for name in first_row if counts[name] > 1]
     missing = [name for name in PIXEL_COLUMNS if name not in first_row]
     if duplicated or missing:
         problem = f"duplicated column '{duplicated[0]}'" if duplicated else "missing column"
@@ -137,7 +205,7 @@ def _read_fast(path: Path, header_lines: int, has_labels: bool) -> Digits | None
             warnings.simplefilter("ignore")  # "input contained no data": reported by the caller
             rows = np.loadtxt(
                 path, delimiter=",", dtype=np.uint8, skiprows=header_lines, comments=None,
-                ndmin=2, encoding="utf-8",
+                ndmin=2, max_rows=MAX_IMAGES + 1, encoding="utf-8-sig",
             )  # fmt: skip
     except (ValueError, UnicodeDecodeError):
         return None
@@ -166,6 +234,8 @@ def _read_precisely(path: Path, columns: list[int] | None, has_labels: bool) -> 
     high[0] = 9
     rows = []
     for line, cells in _data_rows(path, skip_header=columns is not None):
+        if len(rows) == MAX_IMAGES:
+            raise PipelineError(f"{path}: more than {MAX_IMAGES} rows; expected at most that")
         if len(cells) != n_columns:
             raise PipelineError(
                 f"{path}: line {line} has {len(cells)} columns; expected {n_columns}, as in "
@@ -181,8 +251,7 @@ def _read_precisely(path: Path, columns: list[int] | None, has_labels: bool) -> 
             what = "labels as whole numbers 0-9" if name == LABEL_COLUMN else "pixel values"
             what = what if name == LABEL_COLUMN else f"{what} as whole numbers 0-255"
             raise PipelineError(
-                f"{path}: line {line}, column '{name}': expected {what}, "
-                f"got {_shown(cells[column])}"
+                f"{path}: line {line}, column '{name}': expected {what}, got {shown(cells[column])}"
             )
         row = np.zeros(PIXELS + 1)
         row[order] = values
@@ -193,11 +262,13 @@ def _read_precisely(path: Path, columns: list[int] | None, has_labels: bool) -> 
 
 def _data_rows(path: Path, skip_header: bool) -> Iterator[tuple[int, list[str]]]:
     """(line number counted from 1, cells) for each non-blank data row."""
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.reader(file)
+    with _open_text(path) as file:
+        lines = _Lines(file, path)
+        reader = csv.reader(lines)
         seen_header = not skip_header
         try:
             for cells in reader:
+                lines.row_chars = 0
                 if not cells or cells == [""]:
                     continue
                 if not seen_header:
@@ -208,14 +279,6 @@ def _data_rows(path: Path, skip_header: bool) -> Iterator[tuple[int, list[str]]]
             raise PipelineError(
                 f"{path}: line {reader.line_num}: not readable as CSV ({err})"
             ) from None
-
-
-def _shown(cell: str) -> str:
-    """A bad cell as the message shows it: numbers bare, text quoted."""
-    cell = cell.strip()
-    if not cell:
-        return "an empty cell"
-    return cell if _is_number(cell) else repr(cell)
 
 
 def _to_floats(cells: list[str]) -> np.ndarray:

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import io
 import os
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +28,11 @@ from torch import nn
 from stages.core.artifacts import atomic_output
 from stages.core.console import say
 from stages.core.params import ModelParams, TrainParams
+from stages.training.checkpoint_schema import FORMAT_VERSION, validate_checkpoint
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states
 from stages.training.stats import EpochStats
 
 CHECKPOINT_FILE = "train.pt"
-FORMAT_VERSION = 1
 # Written at most this often (and on Ctrl-C or a crash): a 5 MB file after every 0.03 s
 # epoch would cost more than the epochs. A kill -9 loses at most this much training.
 # The variable overrides it (0 = after every epoch), e.g. for tests that kill a run.
@@ -171,6 +170,7 @@ class CheckpointStore:
         global _current_store
         _current_store = self
         if cluster.is_main:
+            sweep_stale_temps(Path(folder))
             gitignore = Path(folder) / ".gitignore"
             gitignore.parent.mkdir(parents=True, exist_ok=True)
             if not gitignore.is_file() or gitignore.read_text() != GITIGNORE:
@@ -180,21 +180,29 @@ class CheckpointStore:
     def load(self) -> Checkpoint | None:
         """The checkpoint if it was made by this very run, else None (and say why).
 
-        Only rank 0 reads the file (other machines may not see it); it reaches the other
-        ranks as bytes, which each decodes with weights_only=True.
+        Only rank 0 reads the file (other machines may not see it), decodes, validates it
+        and compares its fingerprint, and decides; the decision, then the bytes, reach the
+        other ranks (which decode them with weights_only=True), so no rank can decide
+        otherwise and leave the others waiting.
         """
         main = self._cluster.is_main
-        payload = self.path.read_bytes() if main and self.path.is_file() else b""
-        payload = broadcast_bytes(payload, self._cluster)
-        if not payload:
-            return None
-        saved, problem = _decode(payload)
-        if saved is not None:
-            problem = _difference(saved["made_with"], self._fingerprint)
-        if problem is not None:
-            if main:
+        payload, saved = b"", None
+        if main and self.path.is_file():
+            payload = self.path.read_bytes()
+            saved, problem = _decode(payload)
+            if saved is not None:
+                problem = _difference(saved["made_with"], self._fingerprint)
+            if problem is not None:
                 say(f"ignoring {self.path}: {problem}; training from scratch, overwriting it")
+                saved = None
+        resume = broadcast_bytes(b"resume" if saved is not None else b"", self._cluster)
+        if not resume:
             return None
+        payload = broadcast_bytes(payload if main else b"", self._cluster)
+        if not main:
+            saved, problem = _decode(payload)  # the very bytes rank 0 accepted
+            if saved is None:
+                raise RuntimeError(f"rank {self._cluster.rank} cannot decode: {problem}")
         checkpoint = Checkpoint.from_dict(saved)
         if main:
             say(f"resuming from {self.path}: {checkpoint.epoch} epoch(s) already done")
@@ -325,12 +333,25 @@ def _decode(payload: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(the file's dict, None), or (None, why it cannot be used)."""
     try:
         checkpoint = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, f"not a checkpoint that can be loaded safely ({first_line})"
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_VERSION:
-        return None, f"not a checkpoint of format version {FORMAT_VERSION}"
+    except Exception as err:  # any failure on a hostile file (zip, pickle, storage errors)
+        first_line = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+        reason = first_line or type(err).__name__
+        return None, f"not a checkpoint that can be loaded safely ({reason})"
+    problem = validate_checkpoint(checkpoint)
+    if problem is not None:
+        return None, f"not a usable checkpoint: {problem}"
     return checkpoint, None
+
+
+def sweep_stale_temps(folder: Path) -> None:
+    """Delete temp files that a run killed while saving left behind (atomic_output's names).
+
+    They would otherwise stay in the persisted checkpoint folder for good, and change
+    its hash. Only rank 0 writes there, and only one run trains in a folder at a time.
+    """
+    for stale in Path(folder).glob(".*.tmp"):
+        if stale.is_file() and stale.name.startswith((f".{CHECKPOINT_FILE}.", "..gitignore.")):
+            stale.unlink(missing_ok=True)
 
 
 def _difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:

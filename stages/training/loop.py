@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from stages.core.digits import Digits
+from stages.core.errors import PipelineError
 from stages.core.params import ModelParams, TrainParams
 from stages.model.ensemble import ensemble_size, mean_of_probabilities, summed_member_losses
 from stages.model.networks import ModelConfig, build_model, standardize
@@ -131,7 +132,7 @@ def train_model(
         history = list(resume.history)
     for epoch in range(len(history) + 1, train_params.epochs + 1):
         started = time.perf_counter()
-        loss_sum, correct, lr = _train_epoch(trainer)
+        loss_sum, correct, lr = _train_epoch(trainer, epoch=epoch)
         # Rank 0 alone validates (and so alone keeps the best epoch): the others only train.
         val_loss, val_accuracy = (
             score(model, data.val_images, data.val_labels) if cluster.is_main else (None, None)
@@ -171,7 +172,7 @@ def train_model(
     return TrainResult(model, config, history)
 
 
-def _train_epoch(trainer: _Trainer) -> tuple[float, int, float]:
+def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
     """One pass over the training set: (sum of losses, correct predictions, last lr).
 
     Every rank walks the same global batches and trains on its shard of each (all of it
@@ -202,7 +203,8 @@ def _train_epoch(trainer: _Trainer) -> tuple[float, int, float]:
     correct = torch.zeros((), dtype=torch.int64, device=device)
     lr = params.lr
     start = 0
-    for batch in batches:
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based batch; 0 = none
+    for number, batch in enumerate(batches, start=1):
         shard = cluster.shard(len(batch))
         positions = slice(start + shard.start, start + shard.stop)  # this rank's, in `order`
         start += len(batch)
@@ -218,6 +220,10 @@ def _train_epoch(trainer: _Trainer) -> tuple[float, int, float]:
         with trainer.amp():
             log_probs = trainer.model(images)  # (B, 10), or (M, B, 10) from an ensemble
             loss = summed_member_losses(log_probs, labels, smoothed_loss)
+        # Remember the first non-finite loss on the device (no sync per batch); the epoch's
+        # summed loss below then stops every rank together.
+        bad_now = (first_bad == 0) & ~torch.isfinite(loss.detach())
+        first_bad = torch.where(bad_now, number, first_bad)
         # DDP averages the ranks' gradients; weighting each rank's mean loss by its share
         # of the batch times the world size makes that average the global batch's mean.
         n_shard = shard.stop - shard.start
@@ -230,6 +236,12 @@ def _train_epoch(trainer: _Trainer) -> tuple[float, int, float]:
         loss_sum += loss.detach().double() * n_shard / members  # per member
         correct += (mean_of_probabilities(log_probs).argmax(dim=1) == labels).sum()
     totals = sum_across(torch.stack([loss_sum, correct.double()]), cluster).tolist()
+    if not math.isfinite(totals[0]):  # the same sum on every rank, so all ranks stop here
+        where = f", first in batch {int(first_bad)}" if int(first_bad) else ""
+        raise PipelineError(
+            f"train: the training loss became {totals[0]} in epoch {epoch}{where}; stopped, "
+            f"no model written; try a lower train.lr (now {params.lr})"
+        )
     return totals[0], int(totals[1]), lr
 
 
