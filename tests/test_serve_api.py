@@ -131,9 +131,9 @@ def _gif() -> bytes:
 @pytest.mark.parametrize(
     ("data", "status", "words"),
     [
-        (b"not an image at all", 400, ["seven.png", "not an image", "PNG, JPEG or BMP"]),
+        (b"not an image at all", 400, ["seven.png", "not a PNG, JPEG or BMP image"]),
         (seven_png()[:200], 400, ["seven.png", "unreadable"]),
-        (_gif(), 400, ["not an image"]),
+        (_gif(), 400, ["not a PNG, JPEG or BMP image"]),
         (_blank_png(), 400, ["no digit found"]),
         (_huge_png(), 413, ["5000x5000", "at most"]),
         (b"", 400, ["seven.png"]),

@@ -1,8 +1,7 @@
 """Request bodies -> one MNIST-style digit, bounded in bytes and in pixels, never on disk.
 
-`digit_from_upload` is the one adapter between an uploaded file and the image reader of
-`predict` (stages/formats/images.py); when that module gains a bounded bytes reader, this
-function is the only thing to swap.
+`digit_from_upload` hands an uploaded file to the bounded image reader of `predict`
+(stages/formats/images.py), so the page, the API and `predict` see the same digit.
 """
 
 from __future__ import annotations
@@ -25,38 +24,35 @@ class TooLargeError(PipelineError):
 
 
 def digit_from_upload(data: bytes, name: str) -> np.ndarray:
-    """An uploaded PNG, JPEG or BMP -> uint8 (28, 28), as `predict` reads image files.
+    """An uploaded PNG, JPEG or BMP -> uint8 (28, 28), exactly as `predict` reads image files.
 
-    Same steps as stages.formats.images.load_gray + preprocess_digit (grayscale, paper
-    behind transparency, EXIF rotation, then crop, 20 px box, centre of mass), on bytes.
+    The decoding is `predict`'s bounded reader (stages/formats/images.py): the same formats,
+    limits, EXIF rotation and MNIST-style preprocessing. Only the pixel count is looked at
+    first, from the header, so that an image larger than a request may be is a 413.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from stages.formats.images import read_image_bytes
 
-    from stages.formats.images import preprocess_digit
+    _refuse_too_many_pixels(data, name)
+    return read_image_bytes(data, name)
 
-    expected = "expected a PNG, JPEG or BMP of one digit"
+
+def _refuse_too_many_pixels(data: bytes, name: str) -> None:
+    """TooLargeError if the header announces more than MAX_IMAGE_PIXELS; decodes nothing.
+
+    Anything else wrong with the file is left to the reader, which says what it is.
+    """
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            width, height = image.size  # read from the header, before decoding
-            if width * height > MAX_IMAGE_PIXELS:
-                raise TooLargeError(
-                    f"{name}: image of {width}x{height} pixels; expected at most "
-                    f"{MAX_IMAGE_PIXELS:,} pixels"
-                )
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                paper = Image.new("RGBA", image.size, "white")
-                image = Image.alpha_composite(paper, image.convert("RGBA"))
-            gray = np.asarray(image.convert("L"))
-    except UnidentifiedImageError:
-        raise PipelineError(f"{name}: not an image; {expected}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PipelineError(f"{name}: unreadable image ({reason}); {expected}") from None
-    digit = preprocess_digit(gray)
-    if digit is None:
-        raise PipelineError(f"{name}: no digit found (the image is blank); {expected}")
-    return digit
+            width, height = image.size  # from the header
+    except Exception:  # any problem is reported by the reader, with its reason
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise TooLargeError(
+            f"{name}: image of {width}x{height} pixels; expected at most "
+            f"{MAX_IMAGE_PIXELS:,} pixels"
+        )
 
 
 def digit_from_pixels(pixels: list[int]) -> np.ndarray:
