@@ -18,7 +18,7 @@ import typer
 
 from stages import use_native_kernels
 from stages.core.console import say as _say  # progress and summaries: stderr
-from stages.core.errors import PipelineError
+from stages.core.errors import ParamsError, PipelineError
 from stages.core.params import load_params
 
 app = typer.Typer(
@@ -61,6 +61,9 @@ def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except ParamsError as err:  # name the params file actually in use
+            typer.echo(f"error: {kwargs.get('params', PARAMS)}: {err}", err=True)
+            raise typer.Exit(1) from None
         except PipelineError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.digits import IMAGE_SIDE, PIXELS, Digits
-from stages.core.errors import PipelineError
+from stages.core.errors import ParamsError, PipelineError
 from stages.core.params import DataParams
 from stages.formats.csv_digits import write_csv_digits
 
@@ -53,8 +53,8 @@ def split_digits(digits: Digits, params: DataParams) -> tuple[Digits, Digits]:
     """A reproducible, stratified, disjoint train/test split of the given sizes."""
     available = len(digits.images)
     if params.train_size + params.test_size > available:
-        raise PipelineError(
-            f"params.yaml: data.train_size + data.test_size = "
+        raise ParamsError(
+            f"data.train_size + data.test_size = "
             f"{params.train_size + params.test_size}, but only {available} digits are available"
         )
     assert digits.labels is not None
@@ -78,8 +78,8 @@ def stratified_split(
     """
     classes, class_of, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
     if class_counts.min() < 2 or min(train_size, test_size) < len(classes):
-        raise PipelineError(
-            f"params.yaml: data.train_size and data.test_size must each be at least the "
+        raise ParamsError(
+            f"data.train_size and data.test_size must each be at least the "
             f"number of digits ({len(classes)}), with at least 2 images of each digit"
         )
     # Each class's indices in ascending order (a stable sort by class).

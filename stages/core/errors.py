@@ -9,6 +9,15 @@ class PipelineError(Exception):
     """A user-fixable problem, described in one sentence that names the file and place."""
 
 
+class ParamsError(PipelineError):
+    """A params value that the data or the machine cannot honour, found after loading.
+
+    Its message starts with the dotted key (`train.batch_size is 5000, ...`); the command
+    line puts the params file in use in front of it, e.g. `other.yaml: train.batch_size`,
+    since the code that finds the problem does not know which file the value came from.
+    """
+
+
 def shown(value: object) -> str:
     """A bad value as a message shows it: numbers bare, text quoted, never more than ~80 chars.
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from stages.core.digits import Digits
-from stages.core.errors import PipelineError
+from stages.core.errors import ParamsError
 from stages.core.params import TrainParams
 from stages.model.networks import standardize
 from stages.training.distributed import Cluster
@@ -27,8 +27,8 @@ def split_validation(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     if val_size == 0:
         return np.arange(n_images), np.arange(0)
     if val_size >= n_images:
-        raise PipelineError(
-            f"params.yaml: train.val_size = {val_size}, but the training data has only "
+        raise ParamsError(
+            f"train.val_size = {val_size}, but the training data has only "
             f"{n_images} images; expected fewer, so that some are left to train on"
         )
     rng = np.random.default_rng(stream_seed(seed, "validation"))
@@ -76,15 +76,15 @@ def training_data(
 def global_batch_size(train_params: TrainParams, n_train: int, cluster: Cluster) -> int:
     """Images per global batch; every process must get at least one image of each."""
     if train_params.batch_size is not None and train_params.batch_size > n_train:
-        raise PipelineError(
-            f"params.yaml: train.batch_size is {train_params.batch_size}, more than the "
+        raise ParamsError(
+            f"train.batch_size is {train_params.batch_size}, more than the "
             f"{n_train} training images; expected at most {n_train}, or null for full batch"
         )
     batch_size = train_params.batch_size or n_train
     smallest = n_train % batch_size or batch_size  # the epoch's last batch may be short
     if smallest < cluster.world_size:
-        raise PipelineError(
-            f"params.yaml: train.batch_size {batch_size} leaves a batch of {smallest} "
+        raise ParamsError(
+            f"train.batch_size {batch_size} leaves a batch of {smallest} "
             f"image(s) for {cluster.world_size} processes; expected a batch size that gives "
             "every process at least one image of every batch"
         )

@@ -13,7 +13,7 @@ import torch
 
 import stages
 from stages.core.console import say
-from stages.core.errors import PipelineError
+from stages.core.errors import ParamsError, PipelineError
 from stages.training.cpu_bf16 import native_bf16
 
 # cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
@@ -29,8 +29,8 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """
     cuda_available = torch.cuda.is_available()
     if requested == "cuda" and not cuda_available:
-        raise PipelineError(
-            "params.yaml: train.device is cuda, but torch sees no CUDA GPU on this machine "
+        raise ParamsError(
+            "train.device is cuda, but torch sees no CUDA GPU on this machine "
             f"(torch {torch.__version__}); expected auto or cpu here"
         )
     if requested == "cpu" or not cuda_available:
@@ -60,8 +60,8 @@ def uses_bf16(
     if device.type == "cuda" or native_bf16():
         return True
     if requested_device == "cpu":
-        raise PipelineError(
-            "params.yaml: train.precision is bf16, but train.device is cpu and this CPU "
+        raise ParamsError(
+            "train.precision is bf16, but train.device is cpu and this CPU "
             "has no native bf16 (avx512_bf16 or amx_bf16); expected fp32 on this CPU"
         )
     if not quiet:
