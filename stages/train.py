@@ -15,8 +15,9 @@ from pathlib import Path
 from stages.core.artifacts import load_prepared
 from stages.core.params import ModelParams, TrainParams
 from stages.model.model_file import save_model
-from stages.training.checkpoint import CheckpointStore, made_with
+from stages.training.checkpoint import CheckpointStore
 from stages.training.distributed import session, wait_for_main
+from stages.training.fingerprint import made_with
 from stages.training.log import TrainingLog
 from stages.training.loop import TrainResult, best_epoch, train_model
 from stages.training.runtime import uses_bf16

@@ -18,7 +18,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import stages.training.checkpoint as checkpoint_module
+import stages.training.fingerprint as fingerprint_module
 from stages.cli import app
 from stages.core.artifacts import save_prepared
 from stages.core.params import parse_params
@@ -28,9 +28,9 @@ from stages.training.checkpoint import (
     GITIGNORE,
     Checkpoint,
     CheckpointStore,
-    made_with,
 )
 from stages.training.distributed import SINGLE_PROCESS
+from stages.training.fingerprint import made_with
 from stages.training.loop import train_model
 from tests.conftest import (
     FANCY_TRAIN,
@@ -135,7 +135,7 @@ def test_the_fingerprint_names_the_software(tmp_path, repo_params):
     versions = _fingerprint(tmp_path, repo_params)["versions"]
     assert versions["torch"] == torch.__version__
     assert type(versions["torch"]) is str  # torch's own version type is refused on load
-    assert versions["code_sha256"] == checkpoint_module.code_version()
+    assert versions["code_sha256"] == fingerprint_module.code_version()
     assert (versions["cuda"], versions["cudnn"]) == (None, None)  # on the CPU
 
 
@@ -143,7 +143,10 @@ def test_the_fingerprint_names_the_software(tmp_path, repo_params):
     ("patch", "expected"),
     [
         (("torch", "__version__", "9.9.9"), "made with versions.torch = "),
-        (("checkpoint", "code_version", lambda: "other code"), "made with versions.code_sha256 = "),
+        (
+            ("fingerprint", "code_version", lambda: "other code"),
+            "made with versions.code_sha256 = ",
+        ),
     ],
 )
 def test_checkpoint_of_other_software_is_ignored_with_a_message(
@@ -155,7 +158,7 @@ def test_checkpoint_of_other_software_is_ignored_with_a_message(
         tiny_checkpoint(2, model=fingerprint["model"])
     )
     module, name, value = patch
-    monkeypatch.setattr(torch if module == "torch" else checkpoint_module, name, value)
+    monkeypatch.setattr(torch if module == "torch" else fingerprint_module, name, value)
     store = CheckpointStore(folder, _fingerprint(tmp_path, repo_params), SINGLE_PROCESS)
     assert store.load() is None
     message = capsys.readouterr().err
@@ -166,12 +169,12 @@ def test_checkpoint_of_other_software_is_ignored_with_a_message(
 def test_the_code_version_changes_with_any_source_file(tmp_path):
     package = tmp_path / "stages"
     shutil.copytree(REPO_ROOT / "stages", package, ignore=shutil.ignore_patterns("__pycache__"))
-    before = checkpoint_module.code_version(package)
-    assert before == checkpoint_module.code_version()  # the same files
+    before = fingerprint_module.code_version(package)
+    assert before == fingerprint_module.code_version()  # the same files
     with (package / "training" / "loop.py").open("a") as file:
         file.write("# a change\n")
-    checkpoint_module.code_version.cache_clear()
-    assert checkpoint_module.code_version(package) != before
+    fingerprint_module.code_version.cache_clear()
+    assert fingerprint_module.code_version(package) != before
 
 
 class CrashError(Exception):

@@ -13,8 +13,6 @@ read only with `torch.load(weights_only=True)`, which runs no code from the file
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
 import io
 import os
 import time
@@ -27,9 +25,9 @@ from torch import nn
 
 from stages.core.artifacts import atomic_output
 from stages.core.console import say
-from stages.core.params import ModelParams, TrainParams
 from stages.training.checkpoint_schema import FORMAT_VERSION, validate_checkpoint
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states
+from stages.training.fingerprint import first_difference
 from stages.training.stats import EpochStats
 
 CHECKPOINT_FILE = "train.pt"
@@ -49,7 +47,6 @@ def _save_every_default() -> float:
 GITIGNORE = (
     "# Written by `train`: an unfinished run's checkpoint, never committed.\n/*\n!/.gitignore\n"
 )
-STAGES_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -98,56 +95,6 @@ class Checkpoint:
         )
 
 
-def made_with(
-    *,
-    model_params: ModelParams,
-    train_params: TrainParams,
-    threads: int,
-    train_path: Path,
-    cluster: Cluster,
-    bf16: bool,
-) -> dict[str, Any]:
-    """Everything that decides the run's bytes: params, training data, device, processes,
-    and the software: torch, CUDA, cuDNN, the GPU model and this package's code.
-
-    Another GPU model or library version may pick other kernels, and so other float
-    rounding: resuming there would give a model that no uninterrupted run gives.
-    """
-    with Path(train_path).open("rb") as file:
-        data_sha256 = hashlib.file_digest(file, "sha256").hexdigest()
-    on_cuda = cluster.device.type == "cuda"
-    return {
-        "model": model_params.model_dump(),
-        "train": train_params.model_dump(),
-        "runtime": {"threads": threads},
-        "data_sha256": data_sha256,
-        "device": cluster.device.type,
-        "gpu": torch.cuda.get_device_name(cluster.device) if on_cuda else None,
-        "bf16": bf16,
-        "world_size": cluster.world_size,
-        "versions": {
-            "torch": str(torch.__version__),  # a str subclass, which weights_only refuses
-            "cuda": torch.version.cuda if on_cuda else None,
-            "cudnn": torch.backends.cudnn.version() if on_cuda else None,
-            "code_sha256": code_version(),
-        },
-    }
-
-
-@functools.cache
-def code_version(package: Path = STAGES_PACKAGE) -> str:
-    """sha256 over the stages/ package's Python files (paths and contents, sorted).
-
-    Any change to the package refuses old checkpoints, even one that cannot matter to
-    training (say, in evaluate.py): training again costs less than a wrong resume.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 class CheckpointStore:
     """The checkpoint file of one run: load it if it fits, save it, clear it at the end."""
 
@@ -191,7 +138,7 @@ class CheckpointStore:
             payload = self.path.read_bytes()
             saved, problem = _decode(payload)
             if saved is not None:
-                problem = _difference(saved["made_with"], self._fingerprint)
+                problem = first_difference(saved["made_with"], self._fingerprint)
             if problem is not None:
                 say(f"ignoring {self.path}: {problem}; training from scratch, overwriting it")
                 saved = None
@@ -352,26 +299,6 @@ def sweep_stale_temps(folder: Path) -> None:
     for stale in Path(folder).glob(".*.tmp"):
         if stale.is_file() and stale.name.startswith((f".{CHECKPOINT_FILE}.", "..gitignore.")):
             stale.unlink(missing_ok=True)
-
-
-def _difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """The first setting in which the checkpoint's run differs from this one, as a phrase."""
-    saved_flat, current_flat = _flatten(saved), _flatten(current)
-    for key in sorted(saved_flat.keys() | current_flat.keys()):
-        if saved_flat.get(key) != current_flat.get(key):
-            was, now = saved_flat.get(key), current_flat.get(key)
-            return f"made with {key} = {was!r}, this run has {now!r}"
-    return None
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _to_cpu(tree: Any) -> Any:
