@@ -171,7 +171,13 @@ def run_processes(
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ) | {"PYTHONUNBUFFERED": "1", **extra}
+    # A checkpoint after every epoch: the kill -9 checks kill runs of a few seconds, which
+    # the default (one write every 10 s of training) would leave with nothing to resume.
+    env = dict(os.environ) | {
+        "PYTHONUNBUFFERED": "1",
+        "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0",
+        **extra,
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     return env
 
