@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from stages.cli import app
 from stages.core.artifacts import load_prepared, save_prepared
 from stages.core.errors import PipelineError
-from stages.core.params import TrainParams
+from stages.core.params import TrainParams, load_params
 from stages.model.model_file import load_model
 from stages.model.networks import scale_pixels
 from stages.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
@@ -80,7 +80,8 @@ def _accuracy(model_path, test_path) -> float:
 
 def _torchrun(workdir, *options: str, nproc: int = 2, **popen) -> subprocess.Popen:
     command = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "stages", "train"]
-    env = command_env() | {"PYTHONPATH": str(REPO_ROOT)}
+    # A checkpoint after every epoch: the kill tests kill runs of a few seconds.
+    env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
         [*command, *options], cwd=workdir, env=env, text=True, stderr=subprocess.PIPE, **popen
     )
@@ -137,8 +138,17 @@ def test_torchrun_two_processes_reach_the_one_process_accuracy(two_runs):
     assert one >= 0.85
     assert abs(two - one) <= 0.01
     # Same global batches, same lr, gradients averaged over the shards: the same steps as
-    # one process up to float rounding (a wrong batch size or lr would be far off).
-    one_weights = load_model(two_runs / "data/model.safetensors")[0].state_dict()
+    # one process up to float rounding (a wrong batch size or lr would be far off). Under
+    # DDP training uses the for-each Adam, so the one-process reference uses it too.
+    settings = load_params(two_runs / "params.yaml")
+    reference = train_model(
+        load_prepared(two_runs / "data/prepared/train.safetensors"),
+        settings.model,
+        settings.train,
+        settings.runtime.threads,
+        fused_adam=False,
+    )
+    one_weights = reference.model.state_dict()
     two_weights = load_model(two_runs / "data/model-2.safetensors")[0].state_dict()
     for name, weight in one_weights.items():
         torch.testing.assert_close(two_weights[name], weight, rtol=0, atol=1e-4)

@@ -195,7 +195,7 @@ def test_bad_file_shows_a_message(page, tmp_path):
     page.set_input_files("#file", str(path))
     page.wait_for_selector("#results[aria-busy=false]")
     assert page.inner_text("#message") == (
-        "notes.png: not an image; expected a PNG, JPEG or BMP of one digit"
+        "notes.png: not a PNG, JPEG or BMP image; expected a PNG, JPEG or BMP image of one digit"
     )
 
 

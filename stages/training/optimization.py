@@ -12,20 +12,22 @@ from stages.core.params import TrainParams
 
 
 def make_optimizer(
-    parameters: Iterable[torch.nn.Parameter], params: TrainParams
+    parameters: Iterable[torch.nn.Parameter], params: TrainParams, *, fused: bool = True
 ) -> torch.optim.Optimizer:
-    """adam (the tutorial's), adamw (decoupled weight decay) or sgd with nesterov momentum."""
-    # fused: one ATen kernel whose square root is the CPU's exact instruction. The default
-    # (for-each-tensor) Adam calls torch.sqrt, which goes to MKL's vector math, and that
-    # rounds differently on AMD than on Intel CPUs: the same bytes on every x86-64 CPU
-    # need the fused kernel (docs/reproducibility.md). It is also the faster one.
+    """adam (the tutorial's), adamw (decoupled weight decay) or sgd with nesterov momentum.
+
+    fused (adam, adamw): one ATen kernel whose square root is the CPU's exact instruction.
+    The for-each Adam calls torch.sqrt, which goes to MKL's vector math, and that rounds
+    differently on AMD than on Intel CPUs: the same bytes on every x86-64 CPU need the
+    fused kernel (docs/reproducibility.md). It is also the faster one.
+    """
     if params.optimizer == "adam":
         return torch.optim.Adam(
-            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=True
+            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=fused
         )
     if params.optimizer == "adamw":
         return torch.optim.AdamW(
-            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=True
+            parameters, lr=params.lr, weight_decay=params.weight_decay, fused=fused
         )
     return torch.optim.SGD(
         parameters,
