@@ -18,7 +18,7 @@ from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on
 
 from stages.model.networks import ModelConfig, build_model, standardize
 from stages.split import load_bundled_digits
-from stages.training.augment import random_affine
+from stages.training.augment import augment_images, draw_augmentation
 from stages.training.optimization import classification_loss, make_optimizer
 from stages.training.runtime import make_deterministic
 
@@ -26,7 +26,9 @@ N_IMAGES = 3500
 
 
 def epoch_times(epochs: int, channels_last: bool, threads: int, compiled: bool) -> list[float]:
-    params = recipe_params(BEST)
+    # One member of the `best` ensemble, in fp32: what an epoch costs per network.
+    one_member = {"model.members": 1, "model.tta": False, "train.precision": "fp32"}
+    params = recipe_params(BEST | one_member)
     make_deterministic(0, threads)
     digits = load_bundled_digits()
     images = torch.from_numpy(digits.images[:N_IMAGES]).float() / 255  # (N, 1, 28, 28)
@@ -41,8 +43,12 @@ def epoch_times(epochs: int, channels_last: bool, threads: int, compiled: bool) 
     for _ in range(epochs):
         started = time.perf_counter()
         model.train()
+        draws = draw_augmentation(N_IMAGES, params.train.augment, generator)
+        start = 0
         for batch in torch.randperm(N_IMAGES, generator=generator).split(batch_size):
-            batch_images = random_affine(images[batch], params.train.augment, generator)
+            positions = slice(start, start + len(batch))
+            start += len(batch)
+            batch_images = augment_images(images[batch], params.train.augment, draws, positions)
             batch_images = standardize(batch_images).contiguous(memory_format=memory_format)
             optimizer.zero_grad()
             loss = classification_loss(

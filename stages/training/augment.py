@@ -17,18 +17,6 @@ from stages.core.digits import IMAGE_SIDE
 from stages.core.params import AugmentParams
 
 
-def random_affine(
-    unit_images: torch.Tensor, params: AugmentParams, generator: torch.Generator
-) -> torch.Tensor:
-    """(B, 1, 28, 28) float in 0-1 -> the same images, each rotated, shifted and zoomed.
-
-    Works on unscaled pixels so that the zeros grid_sample pads with are background.
-    Always draws 4 numbers per image, so the random stream does not depend on the values.
-    """
-    uniform = torch.rand(unit_images.shape[0], 4, generator=generator)  # (B, 4) in [0, 1)
-    return affine_transform(unit_images, params, uniform.to(unit_images.device))
-
-
 def affine_transform(
     unit_images: torch.Tensor,
     params: AugmentParams,
