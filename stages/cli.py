@@ -18,7 +18,7 @@ import typer
 
 from stages import use_native_kernels
 from stages.core.console import say as _say  # progress and summaries: stderr
-from stages.core.errors import ParamsError, PipelineError
+from stages.core.errors import Interrupted, ParamsError, PipelineError
 from stages.core.params import load_params
 
 app = typer.Typer(
@@ -179,7 +179,6 @@ def train(
         use_native_kernels()
 
     from stages import train as stage
-    from stages.training.checkpoint import keep_on_interrupt
     from stages.training.distributed import rank_from_env
     from stages.training.progress import epoch_reporter
 
@@ -196,14 +195,17 @@ def train(
                 report=report,
                 checkpoint_dir=checkpoint_dir,
             )
-    except KeyboardInterrupt:  # Ctrl-C: write the newest checkpoint, say what was kept
-        message = keep_on_interrupt()
+    except Interrupted as stop:  # Ctrl-C during the epochs: the run kept what it could
         if is_main:
-            _say(message)
+            _say(str(stop))
         raise typer.Exit(130) from None
-    except Exception:  # a crash keeps the newest checkpoint too, then fails as it would
-        keep_on_interrupt()
-        raise
+    except KeyboardInterrupt:  # Ctrl-C before or after the epochs: nothing new to keep
+        if is_main:
+            _say(
+                f"interrupted outside the training epochs; running train again resumes from "
+                f"{checkpoint_dir} if a checkpoint is there"
+            )
+        raise typer.Exit(130) from None
     if is_main:
         _say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 

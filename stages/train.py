@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from stages.core.artifacts import load_prepared
+from stages.core.errors import Interrupted
 from stages.core.params import ModelParams, TrainParams
 from stages.model.model_file import save_model
-from stages.training.checkpoint import CheckpointStore
+from stages.training.checkpoint import NOTHING_KEPT, CheckpointStore
 from stages.training.distributed import session, wait_for_main
 from stages.training.fingerprint import made_with
 from stages.training.log import TrainingLog
@@ -63,17 +64,24 @@ def run(
             if log and resume:  # a fresh DVCLive run, one row per epoch: no duplicates
                 log.replay(list(resume.history))
             started = time.perf_counter()
-            result = train_model(
-                digits,
-                model_params,
-                train_params,
-                threads,
-                log.epoch_done if log else report,
-                cluster=cluster,
-                bf16=bf16,
-                resume=resume,
-                save_checkpoint=store.save if store else None,
-            )
+            try:
+                result = train_model(
+                    digits,
+                    model_params,
+                    train_params,
+                    threads,
+                    log.epoch_done if log else report,
+                    cluster=cluster,
+                    bf16=bf16,
+                    resume=resume,
+                    save_checkpoint=store.save if store else None,
+                )
+            except KeyboardInterrupt:  # Ctrl-C: keep the newest epoch, say what was kept
+                raise Interrupted(store.keep_newest() if store else NOTHING_KEPT) from None
+            except Exception:  # a crash keeps the newest epoch too, then fails as it would
+                if store:
+                    store.flush()
+                raise
             train_seconds = time.perf_counter() - started
             if log:
                 epochs_run = train_params.epochs - (resume.epoch if resume else 0)

@@ -9,6 +9,13 @@ class PipelineError(Exception):
     """A user-fixable problem, described in one sentence that names the file and place."""
 
 
+class Interrupted(Exception):  # noqa: N818 (what happened, not an error)
+    """Ctrl-C stopped a stage; the message says, in one line, what was kept.
+
+    The command line prints it and exits 130, as an interrupted program does.
+    """
+
+
 class ParamsError(PipelineError):
     """A params value that the data or the machine cannot honour, found after loading.
 

@@ -114,8 +114,6 @@ class CheckpointStore:
         self._last_write = time.monotonic()
         self._pending: Checkpoint | None = None
         self._written_epoch: int | None = None
-        global _current_store
-        _current_store = self
         if cluster.is_main:
             sweep_stale_temps(Path(folder))
             gitignore = Path(folder) / ".gitignore"
@@ -182,37 +180,31 @@ class CheckpointStore:
 
     def clear(self) -> None:
         """Delete the checkpoint once the model is written: the run is finished."""
-        global _current_store
         if self._cluster.is_main:
             self._pending = None
             self.path.unlink(missing_ok=True)
-        _current_store = None
 
-
-# The store of the training run in progress, for the Ctrl-C handler of the CLI.
-_current_store: CheckpointStore | None = None
-
-
-def keep_on_interrupt() -> str:
-    """After Ctrl-C: write the newest checkpoint, and say in one line what was kept."""
-    global _current_store
-    store, _current_store = _current_store, None
-    kept = store.flush() if store is not None else None
-    if store is not None and kept is None and store.path.is_file():
+    def keep_newest(self) -> str:
+        """After Ctrl-C: write the newest checkpoint now, and say in one line what was kept."""
+        kept = self.flush()
+        if kept is None and self.path.is_file():
+            return (
+                f"interrupted: the checkpoint in {self.path} is kept as it was; running train "
+                "again with the same params resumes from it (`dvc repro` too)"
+            )
+        if kept is None:
+            return NOTHING_KEPT
+        done, epochs = kept
         return (
-            f"interrupted: the checkpoint in {store.path} is kept as it was; running train "
-            "again with the same params resumes from it (`dvc repro` too)"
+            f"interrupted: kept epoch {done} of {epochs} in {self.path}; running train again "
+            "with the same params resumes from there (`dvc repro` too)"
         )
-    if store is None or kept is None:
-        return (
-            "interrupted before the first epoch finished: nothing kept; running train "
-            "again starts from scratch"
-        )
-    done, epochs = kept
-    return (
-        f"interrupted: kept epoch {done} of {epochs} in {store.path}; running train again "
-        "with the same params resumes from there (`dvc repro` too)"
-    )
+
+
+NOTHING_KEPT = (
+    "interrupted before the first epoch finished: nothing kept; running train again starts "
+    "from scratch"
+)
 
 
 def capture(
