@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from stages.core.digits import Digits
-from stages.core.params import DataParams, Params, parse_params
-from stages.formats.csv_digits import write_csv_digits
-from stages.split import load_bundled_digits, split_digits
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.core.params import DataParams, Params, parse_params
+from mnist_pipeline.data.split import load_bundled_digits, split_digits
+from mnist_pipeline.formats.csv_digits import write_csv_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,8 +164,8 @@ def sklearn_mlp(train: Digits, test: Digits) -> tuple[float, float, float, int]:
 
 def our_recipe(train: Digits, test: Digits, params: Params) -> tuple[float, float, float]:
     """Our train stage's function, then the predict stage's, on in-memory digits."""
-    from stages.predict import class_probabilities
-    from stages.training.loop import train_model
+    from mnist_pipeline.model.predict import class_probabilities
+    from mnist_pipeline.training.loop import train_model
 
     started = time.perf_counter()
     model, _, _ = train_model(train, params.model, params.train, params.runtime.threads)

@@ -3,7 +3,7 @@
     python bench/cpu_portability.py [--data data/prepared/train.safetensors] [--epochs 50]
 
 Each variant runs in a fresh process (the libraries read their settings when they first
-run a kernel) with other environment variables: the pipeline's pins (stages/__init__.py)
+run a kernel) with other environment variables: the pipeline's pins (mnist_pipeline/core/kernels.py)
 on or off, and caps that make this CPU behave like one without AVX-512. Each trains the
 tutorial's MLP (full batch, dropout 0.2) with the fused Adam the pipeline uses and with
 torch's default for-each Adam, and a small CNN (conv3x3-BN-ReLU-maxpool x2, channels-last,
@@ -48,13 +48,15 @@ def child(data: Path, epochs: int) -> dict:
     import hashlib
     import itertools
 
+    from mnist_pipeline.core.kernels import pin_portable_kernels
+
+    pinned = pin_portable_kernels()  # as the entry points do, unless opted out
+
     import numpy as np
     import torch
     import torch.nn.functional as F  # noqa: N812
     from safetensors.numpy import load_file
     from torch import nn
-
-    import stages  # the pins, unless MNIST_PIPELINE_NATIVE_KERNELS is set
 
     tensors = load_file(str(data))
     images = (torch.from_numpy(tensors["images"]).float() / 255 - 0.1307) / 0.3081
@@ -102,7 +104,7 @@ def child(data: Path, epochs: int) -> dict:
     started = time.perf_counter()
     return {
         "capability": torch.backends.cpu.get_cpu_capability(),
-        "pinned": stages.PORTABLE,
+        "pinned": pinned,
         "mlp": train(mlp, epochs, None, fused=True),
         "mlp for-each Adam": train(mlp, epochs, None, fused=False),
         "cnn": train(cnn, 2, 100, fused=True),

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.model.networks import ModelConfig, build_model
-from stages.serving.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, RawPixelsClassifier
+from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.serving.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, RawPixelsClassifier
 
 NETWORKS = {
     "mlp 392-196-98 (default)": ModelConfig("mlp", (392, 196, 98), 0.2),

@@ -60,7 +60,7 @@ class Context:
         return SIZES[self.size]
 
     def params(self, recipe: str, **extra: Any):
-        from stages.core.params import parse_params
+        from mnist_pipeline.core.params import parse_params
 
         overrides = recipe_overrides(recipe, self.sizes) | extra
         # bf16 is passed to train_model itself (on the CPU, a smoke run's bf16 is CPU autocast,
@@ -98,7 +98,7 @@ def run_group(recorder: Recorder, context: Context) -> None:
 def check_environment(context: Context) -> CheckResult:
     import torch
 
-    from stages.training.runtime import CUBLAS_DETERMINISTIC_WORKSPACE
+    from mnist_pipeline.training.runtime import CUBLAS_DETERMINISTIC_WORKSPACE
 
     context.digits, context.source = load_digits(context.data_path)
     info: dict[str, Any] = {
@@ -139,7 +139,7 @@ def check_environment(context: Context) -> CheckResult:
 
 
 def _train(context: Context, params, train, precision: str, **kwargs):
-    from stages.training.loop import train_model
+    from mnist_pipeline.training.loop import train_model
 
     return train_model(
         train,
@@ -154,9 +154,9 @@ def _train(context: Context, params, train, precision: str, **kwargs):
 def check_recipe(context: Context, recipe: str, precision: str) -> CheckResult:
     import torch
 
-    from stages.model.model_file import load_model
-    from stages.model.networks import scale_pixels
-    from stages.predict import class_probabilities
+    from mnist_pipeline.model.model_file import load_model
+    from mnist_pipeline.model.networks import scale_pixels
+    from mnist_pipeline.model.predict import class_probabilities
 
     params = context.params(recipe)
     train, test = context.data(params)
@@ -298,7 +298,7 @@ def check_resume(context: Context, precision: str) -> CheckResult:
     """`best` resumed after its first and its second-to-last epoch ends with the same bytes."""
     import torch
 
-    from stages.training.checkpoint import Checkpoint
+    from mnist_pipeline.training.checkpoint import Checkpoint
 
     params = context.params("best")
     train, _ = context.data(params)
@@ -323,7 +323,7 @@ def main(out: Path, device: str, size: str, data: Path, deadline: float) -> int:
     import os
 
     if device == "cuda":  # as resolve_device does, before anything starts cuBLAS
-        from stages.training.runtime import CUBLAS_DETERMINISTIC_WORKSPACE
+        from mnist_pipeline.training.runtime import CUBLAS_DETERMINISTIC_WORKSPACE
 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     run_group(Recorder(out, "train", deadline), Context(device=device, size=size, data_path=data))

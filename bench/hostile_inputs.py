@@ -49,10 +49,10 @@ CASES = {
 }
 
 _IMPORTS = {
-    "read_digits": "from stages.formats import read_digits",
-    "load_model": "from stages.model.model_file import load_model",
-    "read_predictions": "from stages.core.predictions import read_predictions",
-    "load_params": "from stages.core.params import load_params",
+    "read_digits": "from mnist_pipeline.formats import read_digits",
+    "load_model": "from mnist_pipeline.model.model_file import load_model",
+    "read_predictions": "from mnist_pipeline.core.predictions import read_predictions",
+    "load_params": "from mnist_pipeline.core.params import load_params",
 }
 
 _MAKER = """
@@ -82,7 +82,7 @@ _CHILD = """
 import json, re, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from stages.core.errors import PipelineError
+from mnist_pipeline.core.errors import PipelineError
 {imports}
 p = Path(sys.argv[1])
 start = time.perf_counter()

@@ -24,8 +24,8 @@ from pathlib import Path
 _CHILD = """
 import json, re, sys, time
 from pathlib import Path
-from stages.core.errors import PipelineError
-from stages.formats import read_digits
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.formats import read_digits
 start = time.perf_counter()
 try:
     digits = read_digits(sys.argv[1], require_labels=True)
@@ -44,8 +44,8 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "rows": rows}))
 def build_csv(path: Path, rows: int, header: bool, spoil_last_row: bool = False) -> None:
     import numpy as np
 
-    from stages.formats.csv_digits import write_csv_digits
-    from stages.split import load_bundled_digits
+    from mnist_pipeline.data.split import load_bundled_digits
+    from mnist_pipeline.formats.csv_digits import write_csv_digits
 
     bundled = load_bundled_digits()
     reps = -(-rows // len(bundled.images))  # ceil

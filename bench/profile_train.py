@@ -16,11 +16,11 @@ import time
 import torch
 from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on sys.path
 
-from stages.model.networks import ModelConfig, build_model, standardize
-from stages.split import load_bundled_digits
-from stages.training.augment import augment_images, draw_augmentation
-from stages.training.optimization import classification_loss, make_optimizer
-from stages.training.runtime import make_deterministic
+from mnist_pipeline.data.split import load_bundled_digits
+from mnist_pipeline.model.networks import ModelConfig, build_model, standardize
+from mnist_pipeline.training.augment import augment_images, draw_augmentation
+from mnist_pipeline.training.optimization import classification_loss, make_optimizer
+from mnist_pipeline.training.runtime import make_deterministic
 
 N_IMAGES = 3500
 

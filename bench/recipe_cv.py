@@ -33,9 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from root
 
 from bench.compare_recipes import BEST, FAST, OLD_BEST, recipe_params
-from stages.core.digits import Digits
-from stages.core.params import DataParams
-from stages.split import load_bundled_digits, split_digits
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.core.params import DataParams
+from mnist_pipeline.data.split import load_bundled_digits, split_digits
 
 HELD_OUT = DataParams(train_size=4500, test_size=500, seed=42)  # the README's test split
 FOLD_SEED = 0
@@ -80,8 +80,8 @@ def run_fold(
     name: str, overrides: dict, digits: Digits, folds: np.ndarray, fold: int, threads: int
 ) -> dict:
     """Train one recipe on every fold but `fold`; score it on `fold`."""
-    from stages.predict import class_probabilities
-    from stages.training.loop import train_model
+    from mnist_pipeline.model.predict import class_probabilities
+    from mnist_pipeline.training.loop import train_model
 
     params = recipe_params(overrides)
     train_mask = folds != fold
@@ -110,8 +110,8 @@ def run_fold(
 
 
 def _first_k_members(model, images: np.ndarray, labels: np.ndarray) -> list[float]:
-    from stages.model.ensemble import Ensemble
-    from stages.predict import class_probabilities
+    from mnist_pipeline.model.ensemble import Ensemble
+    from mnist_pipeline.model.predict import class_probabilities
 
     if not isinstance(model, Ensemble):
         return []
@@ -126,7 +126,7 @@ def _shift_tta_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float 
     """Test-time augmentation: the mean probability over the image and its 1-pixel shifts
     left, right, up and down (background fills the uncovered edge). None when the model
     already shifts (model.tta): the recipe's own accuracy is that figure."""
-    from stages.predict import class_probabilities
+    from mnist_pipeline.model.predict import class_probabilities
 
     if getattr(model, "tta", False):
         return None

@@ -1,61 +1,8 @@
-"""mnist-pipeline: the classic PyTorch MNIST tutorial as a reproducible DVC pipeline.
+"""The pipeline's five entry points, one per stage of dvc.yaml, in the pipeline's order:
+split.py, prepare.py, train.py, predict.py, evaluate.py.
 
-Importing the package pins the CPU kernels that torch will use, so that training gives the
-same bytes on any x86-64 machine (Intel or AMD, with or without AVX-512), not just run to
-run on one (docs/reproducibility.md has the measurements). The libraries read these
-variables when they first run a kernel, so they are set here, before any stage imports
-torch; `python -m stages` and `mnist-pipeline` both import this module first.
-
-Set MNIST_PIPELINE_NATIVE_KERNELS=1 to skip the pins and let each library pick the
-fastest kernels of this CPU: results are then still repeatable on this machine, but the
-model's bytes differ from the ones in dvc.lock on other CPUs. A variable already set in
-the environment is left as it is.
+Each parses its options, pins the portable CPU kernels and calls the `mnist_pipeline`
+library. DVC runs them as `python -m stages.<name>`, which imports the library from this
+checkout (not an installed copy), as DVC experiments' temporary copies need. This folder
+is not installed: `mnist-pipeline <name>` runs the same command from anywhere.
 """
-
-from __future__ import annotations
-
-import os
-
-# Each library's own switch, capped at AVX2: the widest instruction set that every x86-64
-# CPU of the last decade has, and the same kernels (so the same float rounding) everywhere.
-PORTABLE_KERNELS = {
-    # ATen's vectorised kernels (elementwise ops, reductions, softmax, Adam): by default
-    # AVX-512 where the CPU has it, AVX2 elsewhere, and the two round differently.
-    "ATEN_CPU_CAPABILITY": "avx2",
-    # MKL's matrix products (Linear layers; convolutions when oneDNN is off): Conditional
-    # Numerical Reproducibility on the AVX2 code path. Without it MKL picks a code path by
-    # CPU vendor and model. STRICT: also the same bits whatever MKL's thread split.
-    "MKL_CBWR": "AVX2,STRICT",
-    # oneDNN (convolutions, if enabled): no AVX-512 or AMX kernels.
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-}
-NATIVE_KERNELS_VARIABLE = "MNIST_PIPELINE_NATIVE_KERNELS"
-
-
-_PINNED_HERE: list[str] = []  # the variables this module set (not the user's own)
-
-
-def pin_portable_kernels() -> bool:
-    """Set the kernel pins unless opted out; True if they are in force."""
-    if os.environ.get(NATIVE_KERNELS_VARIABLE, "") not in ("", "0"):
-        return False
-    for name, value in PORTABLE_KERNELS.items():
-        if name not in os.environ:
-            os.environ[name] = value
-            _PINNED_HERE.append(name)
-    return True
-
-
-def use_native_kernels() -> None:
-    """Undo the pins this module set, for runs whose bytes depend on the CPU anyway (bf16).
-
-    Takes effect only before torch runs its first kernel in this process.
-    """
-    global PORTABLE
-    for name in _PINNED_HERE:
-        os.environ.pop(name, None)
-    _PINNED_HERE.clear()
-    PORTABLE = False
-
-
-PORTABLE = pin_portable_kernels()

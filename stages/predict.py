@@ -1,76 +1,13 @@
-"""Stage `predict`: classify digits with a trained model and write the tutorial's table.
+"""Stage `predict` of dvc.yaml: classify the prepared test digits, write data/predictions.csv.
 
-The table has the tutorial's `Predicted Value` and `True Value` columns (the latter only
-when the input is labelled), the winning class's probability as `Confidence`, and the
-ten class probabilities `prob_0`...`prob_9`.
+`python -m stages.predict --help` lists its options (the same as `mnist-pipeline predict`).
 """
 
-from __future__ import annotations
+from mnist_pipeline.core.kernels import pin_portable_kernels
 
-from pathlib import Path
+if __name__ == "__main__":
+    pin_portable_kernels()  # before torch loads: the same bytes on every x86-64 CPU
+    from mnist_pipeline.cli.common import run_command
+    from mnist_pipeline.cli.pipeline import predict
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-from stages.core.predictions import (
-    CONFIDENCE_COLUMN,
-    FILE_COLUMN,
-    PREDICTED_COLUMN,
-    PROBABILITY_COLUMNS,
-    TRUE_COLUMN,
-    write_predictions,
-)
-from stages.formats import read_digits
-from stages.model.model_file import load_model
-from stages.model.networks import scale_pixels
-
-# Enough to bound memory on large inputs (60,000 images) without slowing small ones.
-_INFERENCE_BATCH = 4096
-
-
-def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 1, 28, 28) -> (N, 10) float32 probabilities, with dropout off."""
-    model.eval()  # the tutorial predicted with dropout still on; eval() turns it off
-    chunks = []
-    with torch.inference_mode():
-        for batch in torch.from_numpy(images).split(_INFERENCE_BATCH):
-            # softmax of log-probabilities is their exp, computed by ATen's own kernel,
-            # which the AVX2 pin fixes; torch.exp goes through MKL's vector math, whose
-            # last bit differs between Intel and AMD CPUs (docs/reproducibility.md).
-            chunks.append(torch.softmax(model(scale_pixels(batch)), dim=1))
-    return torch.cat(chunks).numpy()
-
-
-def predictions_table(
-    probabilities: np.ndarray, labels: np.ndarray | None, sources: list[str] | None = None
-) -> pd.DataFrame:
-    """One row per image: prediction, true label if known, confidence, class probabilities.
-
-    For digits read from image files, a first column `File` names the file of each row.
-    """
-    table = pd.DataFrame({PREDICTED_COLUMN: probabilities.argmax(axis=1).astype(np.int64)})
-    if sources is not None:
-        table.insert(0, FILE_COLUMN, sources)
-    if labels is not None:
-        table[TRUE_COLUMN] = labels
-    table[CONFIDENCE_COLUMN] = probabilities.max(axis=1)
-    table[PROBABILITY_COLUMNS] = probabilities
-    return table
-
-
-def run(
-    model_path: Path,
-    input_path: Path,
-    output_path: Path,
-    threads: int,
-    labels_path: Path | None = None,
-) -> pd.DataFrame:
-    torch.set_num_threads(threads)
-    model, _ = load_model(model_path)
-    digits = read_digits(input_path, labels_path)  # any format; labels optional
-    probabilities = class_probabilities(model, digits.images)
-    table = predictions_table(probabilities, digits.labels, digits.sources)
-    write_predictions(output_path, table)
-    return table
+    run_command(predict, prog_name="python -m stages.predict")

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.core.digits import Digits
-from stages.core.errors import PipelineError
-from stages.core.params import ModelParams, load_params
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.kernels import pin_portable_kernels
+from mnist_pipeline.core.params import ModelParams, load_params
+
+# As the entry points do, before anything imports torch (nothing above does): tests that
+# train in this process run the same kernels as `dvc repro` (mnist_pipeline/core/kernels.py).
+pin_portable_kernels()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,8 +94,8 @@ TINY_CHECKPOINT_MODEL = {"arch": "mlp", "hidden": [8], "dropout": 0.0, "channels
 def tiny_checkpoint(epoch: int, model: dict = TINY_CHECKPOINT_MODEL):
     """The real state after `epoch` epochs of a tiny run of the network `model` describes
     (checkpoints are validated on load, so a made-up one would be ignored)."""
-    from stages.core.params import parse_params
-    from stages.training.loop import train_model
+    from mnist_pipeline.core.params import parse_params
+    from mnist_pipeline.training.loop import train_model
 
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["model"].update(model)

@@ -30,7 +30,7 @@ _NOT_COPIED = shutil.ignore_patterns(
 
 def command_env() -> dict[str, str]:
     env = dict(os.environ)
-    # DVC runs `python -m stages ...`: make sure that is this interpreter.
+    # DVC runs `python -m stages.<name>`: make sure that is this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["DVC_NO_ANALYTICS"] = "1"
     env.update(

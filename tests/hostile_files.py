@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core.digits import PIXEL_COLUMNS
+from mnist_pipeline.core.digits import PIXEL_COLUMNS
 
 CSV_HEADER = "label," + ",".join(PIXEL_COLUMNS)
 
@@ -124,8 +124,8 @@ def model_with_config(folder: Path, change: dict, name: str = "model.safetensors
     import torch
     from safetensors.torch import save_file
 
-    from stages.model.model_file import _CONFIG_KEY, save_model
-    from stages.model.networks import ModelConfig, build_model
+    from mnist_pipeline.model.model_file import _CONFIG_KEY, save_model
+    from mnist_pipeline.model.networks import ModelConfig, build_model
 
     config = ModelConfig(arch="mlp", hidden=(8,), dropout=0.1)
     path = folder / name
@@ -146,7 +146,7 @@ def model_with_raw_config(folder: Path, config_text: str) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from stages.model.model_file import _CONFIG_KEY
+    from mnist_pipeline.model.model_file import _CONFIG_KEY
 
     path = folder / "raw-config.safetensors"
     save_file({"layers.1.weight": torch.zeros(2, 2)}, str(path), {_CONFIG_KEY: config_text})

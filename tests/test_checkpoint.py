@@ -18,20 +18,20 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import stages.training.fingerprint as fingerprint_module
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.params import parse_params
-from stages.model.model_file import save_model
-from stages.training.checkpoint import (
+import mnist_pipeline.training.fingerprint as fingerprint_module
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.model.model_file import save_model
+from mnist_pipeline.training.checkpoint import (
     CHECKPOINT_FILE,
     GITIGNORE,
     Checkpoint,
     CheckpointStore,
 )
-from stages.training.distributed import SINGLE_PROCESS
-from stages.training.fingerprint import made_with
-from stages.training.loop import train_model
+from mnist_pipeline.training.distributed import SINGLE_PROCESS
+from mnist_pipeline.training.fingerprint import made_with
+from mnist_pipeline.training.loop import train_model
 from tests.conftest import (
     FANCY_TRAIN,
     REPO_ROOT,
@@ -89,8 +89,6 @@ def test_resuming_after_any_epoch_gives_the_same_model(tmp_path, repo_params, re
         assert [stats.train_loss for stats in resumed.history] == [
             stats.train_loss for stats in run.history
         ]
-
-
 
 
 def _store(folder: Path, **fingerprint) -> CheckpointStore:
@@ -167,8 +165,9 @@ def test_checkpoint_of_other_software_is_ignored_with_a_message(
 
 
 def test_the_code_version_changes_with_any_source_file(tmp_path):
-    package = tmp_path / "stages"
-    shutil.copytree(REPO_ROOT / "stages", package, ignore=shutil.ignore_patterns("__pycache__"))
+    package = tmp_path / "mnist_pipeline"
+    no_caches = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO_ROOT / "mnist_pipeline", package, ignore=no_caches)
     before = fingerprint_module.code_version(package)
     assert before == fingerprint_module.code_version()  # the same files
     with (package / "training" / "loop.py").open("a") as file:
@@ -193,13 +192,13 @@ def test_train_command_resumes_after_a_crash_and_cleans_up(tmp_path, monkeypatch
     assert _train_command(tmp_path, "uninterrupted.safetensors").exit_code == 0
     assert os.listdir(tmp_path / "data/checkpoint") == [".gitignore"]  # a finished run
 
-    import stages.training.progress
+    import mnist_pipeline.training.progress
 
     def crash_after_epoch_2(stats):
         if stats.epoch == 2:
             raise CrashError
 
-    monkeypatch.setattr(stages.training.progress, "epoch_line", crash_after_epoch_2)
+    monkeypatch.setattr(mnist_pipeline.training.progress, "epoch_line", crash_after_epoch_2)
     crashed = _train_command(tmp_path, "resumed.safetensors")
     assert isinstance(crashed.exception, CrashError)
     assert (tmp_path / "data/checkpoint" / CHECKPOINT_FILE).is_file()
@@ -223,7 +222,7 @@ def _start_training(workdir: Path) -> subprocess.Popen:
     # A checkpoint after every epoch (not every 10 s), so that a kill finds one.
     env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
-        [sys.executable, "-m", "stages", "train", "--train-data", "train.safetensors"],
+        [sys.executable, "-m", "mnist_pipeline", "train", "--train-data", "train.safetensors"],
         cwd=workdir,
         env=env,
         stderr=subprocess.PIPE,

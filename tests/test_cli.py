@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.formats.csv_digits import write_csv_digits
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.formats.csv_digits import write_csv_digits
 from tests.conftest import synthetic_digits, write_params
 
 runner = CliRunner()

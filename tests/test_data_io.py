@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.core.artifacts import atomic_output, load_prepared, save_prepared
-from stages.core.digits import PIXEL_COLUMNS
-from stages.core.errors import PipelineError
-from stages.formats.csv_digits import read_csv_digits, write_csv_digits
+from mnist_pipeline.core.artifacts import atomic_output, load_prepared, save_prepared
+from mnist_pipeline.core.digits import PIXEL_COLUMNS
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.formats.csv_digits import read_csv_digits, write_csv_digits
 from tests.conftest import replace_cell
 
 

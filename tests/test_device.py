@@ -11,13 +11,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import ModelParams, TrainParams
-from stages.model.model_file import load_model
-from stages.training.loop import train_model
-from stages.training.runtime import (
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.training.loop import train_model
+from mnist_pipeline.training.runtime import (
     CUBLAS_DETERMINISTIC_WORKSPACE,
     autocast,
     resolve_device,
@@ -37,9 +37,9 @@ def no_gpu(monkeypatch):
 @pytest.fixture
 def no_native_bf16(monkeypatch):
     """A CPU without native bf16, where bf16 autocast is not used (see cpu_bf16.py)."""
-    import stages.training.runtime
+    import mnist_pipeline.training.runtime
 
-    monkeypatch.setattr(stages.training.runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(mnist_pipeline.training.runtime, "native_bf16", lambda: False)
 
 
 @pytest.fixture

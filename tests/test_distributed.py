@@ -15,14 +15,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import load_prepared, save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import TrainParams, load_params
-from stages.model.model_file import load_model
-from stages.model.networks import scale_pixels
-from stages.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
-from stages.training.loop import train_model
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import load_prepared, save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import TrainParams, load_params
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.model.networks import scale_pixels
+from mnist_pipeline.training.distributed import Cluster, broadcast_bytes, gather_states, sum_across
+from mnist_pipeline.training.loop import train_model
 from tests.conftest import (
     FANCY_TRAIN,
     RECIPE,
@@ -79,7 +79,14 @@ def _accuracy(model_path, test_path) -> float:
 
 
 def _torchrun(workdir, *options: str, nproc: int = 2, **popen) -> subprocess.Popen:
-    command = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "stages", "train"]
+    command = [
+        "torchrun",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "mnist_pipeline",
+        "train",
+    ]
     # A checkpoint after every epoch: the kill tests kill runs of a few seconds.
     env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from stages.cli import app
+from mnist_pipeline.cli.app import app
 from tests.conftest import REPO_ROOT
 
 PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
@@ -35,7 +35,7 @@ def _stage_paths(stage: dict) -> set[str]:
 def test_every_stage_calls_the_command_of_its_name():
     commands = set(typer.main.get_command(app).commands)
     for name, stage in PIPELINE.items():
-        assert stage["cmd"] == f"python -m stages {name}"
+        assert stage["cmd"] == f"python -m stages.{name}"
         assert name in commands
 
 
@@ -44,7 +44,8 @@ def test_cli_default_paths_are_the_paths_in_dvc_yaml():
         data_paths = {
             path
             for path in _stage_paths(stage)
-            if not path.startswith(("stages/", "${"))  # ${...}: paths that come from params
+            # ${...}: paths that come from params
+            if not path.startswith(("stages/", "mnist_pipeline/", "${"))
         }
         assert _path_defaults(name) == data_paths, name
 
@@ -57,8 +58,9 @@ def test_paths_from_params_are_declared_params_of_their_stage():
 
 
 def _module_file(module: str) -> Path | None:
-    """stages.x.y -> its file in this checkout (a package's __init__.py); None if not ours."""
-    if module != "stages" and not module.startswith("stages."):
+    """mnist_pipeline.x.y -> its file in this checkout (a package's __init__.py); None if not
+    ours."""
+    if module.split(".")[0] not in ("stages", "mnist_pipeline"):
         return None
     base = REPO_ROOT.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
@@ -84,32 +86,34 @@ def _imported_modules(tree: ast.AST, package: str) -> set[str]:
 
 
 def _with_parents(module: str) -> list[str]:
-    """Importing stages.a.b runs stages/__init__.py and stages/a/__init__.py first."""
+    """Importing mnist_pipeline.a.b runs mnist_pipeline/__init__.py and mnist_pipeline/a/__init__.py
+    first."""
     parts = module.split(".")
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _project_files_imported_by(stage_name: str) -> set[Path]:
-    """The closure of project files that `python -m stages <stage_name>` can import.
+    """The closure of project files that `python -m stages.<stage_name>` can import.
 
-    Starts from __main__ and cli.py's module-level imports plus the imports inside the
-    stage's own command function, then follows every import (lazy ones included) of every
-    project module reached. Other commands' lazy imports are not followed.
+    Starts from the entry point, stages/<stage_name>.py, and follows every import (lazy
+    ones included) of every project module reached, except in the module of the stage
+    commands: there only its module level and this stage's own command count, not the
+    other commands' lazy imports.
     """
-    cli_tree = ast.parse((REPO_ROOT / "stages/cli.py").read_text())
+    commands_tree = ast.parse((REPO_ROOT / "mnist_pipeline/cli/pipeline.py").read_text())
     command_bodies = [
         node
-        for node in cli_tree.body
+        for node in commands_tree.body
         if isinstance(node, ast.FunctionDef) and node.name == stage_name
     ]
     module_level = ast.Module(
-        body=[node for node in cli_tree.body if isinstance(node, ast.Import | ast.ImportFrom)],
+        body=[node for node in commands_tree.body if isinstance(node, ast.Import | ast.ImportFrom)],
         type_ignores=[],
     )
-    todo = {"stages.__main__", "stages.cli"}
-    todo |= _imported_modules(module_level, "stages")
+    todo = {f"stages.{stage_name}", "mnist_pipeline.cli.pipeline"}
+    todo |= _imported_modules(module_level, "mnist_pipeline.cli")
     for body in command_bodies:
-        todo |= _imported_modules(body, "stages")
+        todo |= _imported_modules(body, "mnist_pipeline.cli")
     seen: set[str] = set()
     files: set[Path] = set()
     while todo:
@@ -122,7 +126,7 @@ def _project_files_imported_by(stage_name: str) -> set[Path]:
             if path is None:
                 continue
             files.add(path)
-            if name == "stages.cli":
+            if name == "mnist_pipeline.cli.pipeline":
                 continue  # only its module level and this stage's command count (above)
             is_package = path.name == "__init__.py"
             package = name if is_package else name.rpartition(".")[0]
@@ -159,7 +163,7 @@ def test_the_import_check_notices_a_missing_dep():
 def test_code_deps_exist():
     for name, stage in PIPELINE.items():
         for dep in stage["deps"]:
-            if dep.startswith("stages"):
+            if dep.startswith(("stages", "mnist_pipeline")):
                 assert (REPO_ROOT / dep).exists(), f"{name}: {dep}"
 
 

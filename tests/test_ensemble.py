@@ -11,18 +11,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import parse_params
-from stages.model.ensemble import Ensemble, mean_of_probabilities, summed_member_losses
-from stages.model.model_file import load_model, save_model
-from stages.model.networks import ModelConfig, build_model
-from stages.predict import class_probabilities
-from stages.training import cpu_bf16, runtime
-from stages.training.augment import augment_images, draw_augmentation
-from stages.training.loop import train_model
-from stages.training.optimization import classification_loss
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.model.ensemble import Ensemble, mean_of_probabilities, summed_member_losses
+from mnist_pipeline.model.model_file import load_model, save_model
+from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.predict import class_probabilities
+from mnist_pipeline.training import cpu_bf16, runtime
+from mnist_pipeline.training.augment import augment_images, draw_augmentation
+from mnist_pipeline.training.loop import train_model
+from mnist_pipeline.training.optimization import classification_loss
 from tests.conftest import synthetic_digits, write_params
 
 TINY_CNN = {"arch": "cnn", "channels": [4, 8], "hidden": [16], "dropout": 0.0}
@@ -116,7 +116,7 @@ def test_members_get_their_own_augmentation_draws():
 
 
 def _params_augment():
-    from stages.core.params import AugmentParams
+    from mnist_pipeline.core.params import AugmentParams
 
     return AugmentParams.model_validate(AUGMENT)
 
@@ -241,8 +241,8 @@ def test_bf16_training_on_this_cpu_learns_and_keeps_fp32_weights(repo_params, mo
 
 
 def test_elastic_distortion_is_seeded_smooth_and_off_by_default():
-    from stages.core.params import AugmentParams
-    from stages.training.augment import elastic_displacement
+    from mnist_pipeline.core.params import AugmentParams
+    from mnist_pipeline.training.augment import elastic_displacement
 
     images = torch.from_numpy(synthetic_digits(8).images).float() / 255
     affine = AugmentParams.model_validate(AUGMENT)
@@ -266,7 +266,7 @@ def test_elastic_distortion_is_seeded_smooth_and_off_by_default():
 
 def test_onnx_export_of_an_ensemble_gives_its_probabilities(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from stages.serving.onnx_export import export_onnx
+    from mnist_pipeline.serving.onnx_export import export_onnx
 
     torch.manual_seed(0)
     ensemble = build_model(_config(3)).eval()
@@ -278,8 +278,8 @@ def test_onnx_export_of_an_ensemble_gives_its_probabilities(tmp_path):
 
 
 def test_tta_averages_the_image_and_its_four_one_pixel_shifts():
-    from stages.model.ensemble import shifted_views
-    from stages.model.networks import MNIST_MEAN, MNIST_STD, ModelConfig, build_model
+    from mnist_pipeline.model.ensemble import shifted_views
+    from mnist_pipeline.model.networks import MNIST_MEAN, MNIST_STD, ModelConfig, build_model
 
     torch.manual_seed(0)
     config = ModelConfig(arch="mlp", hidden=(16,), dropout=0.0, tta=True)
@@ -300,8 +300,8 @@ def test_tta_averages_the_image_and_its_four_one_pixel_shifts():
 
 
 def test_tta_round_trips_through_the_model_file_and_leaves_plain_files_alone(tmp_path):
-    from stages.model.model_file import load_model, save_model
-    from stages.model.networks import ModelConfig, build_model
+    from mnist_pipeline.model.model_file import load_model, save_model
+    from mnist_pipeline.model.networks import ModelConfig, build_model
 
     plain = ModelConfig(arch="mlp", hidden=(8,), dropout=0.0)
     assert "tta" not in plain.saved_fields()

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stages.core.errors import PipelineError
-from stages.core.predictions import write_predictions
-from stages.evaluate import run
-from stages.predict import predictions_table
-from stages.reports.scores import compute_metrics
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.predictions import write_predictions
+from mnist_pipeline.model.predict import predictions_table
+from mnist_pipeline.reports.evaluate import run
+from mnist_pipeline.reports.scores import compute_metrics
 
 
 def _table(true_labels, predicted_labels):

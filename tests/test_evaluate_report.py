@@ -12,20 +12,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.digits import Digits
-from stages.core.errors import PipelineError
-from stages.core.predictions import (
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.predictions import (
     CONFIDENCE_COLUMN,
     PREDICTED_COLUMN,
     PROBABILITY_COLUMNS,
     TRUE_COLUMN,
     write_predictions,
 )
-from stages.evaluate import PlotPaths, run
-from stages.reports import pictures
-from stages.reports.scores import (
+from mnist_pipeline.reports import pictures
+from mnist_pipeline.reports.evaluate import PlotPaths, run
+from mnist_pipeline.reports.scores import (
     compute_metrics,
     confusion_table,
     digit_accuracy_table,
@@ -39,7 +39,7 @@ PICTURE_NAMES = {"confusion.png", "mistakes.png", "confidence.png"}
 def predictions_for(labels: np.ndarray, seed: int = 0, hit_rate: float = 0.7) -> pd.DataFrame:
     """A predictions table as `predict` writes it: random probabilities, mostly right.
 
-    Built without torch (stages.predict imports it) so these tests stay fast.
+    Built without torch (mnist_pipeline.model.predict imports it) so these tests stay fast.
     """
     rng = np.random.default_rng(seed)
     n_images = len(labels)

@@ -8,12 +8,12 @@ import pytest
 from torch import nn
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.model.ensemble import Ensemble
-from stages.model.model_file import load_model
-from stages.model.networks import MNIST_MEAN, MNIST_STD
-from stages.predict import class_probabilities
-from stages.serving.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.model.ensemble import Ensemble
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.model.networks import MNIST_MEAN, MNIST_STD
+from mnist_pipeline.model.predict import class_probabilities
+from mnist_pipeline.serving.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from tests.conftest import REPO_ROOT
 from tests.trained_models import bundled_split, tiny_model_file
 

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stages.core.artifacts import save_prepared
-from stages.core.digits import PIXEL_COLUMNS, Digits
-from stages.core.errors import PipelineError
-from stages.formats import read_digits
-from stages.formats.csv_digits import write_csv_digits
-from stages.formats.idx import write_idx, write_idx_digits
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.digits import PIXEL_COLUMNS, Digits
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.formats import read_digits
+from mnist_pipeline.formats.csv_digits import write_csv_digits
+from mnist_pipeline.formats.idx import write_idx, write_idx_digits
 from tests.conftest import replace_cell
 
 

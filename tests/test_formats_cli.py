@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.formats.csv_digits import write_csv_digits
-from stages.formats.idx import write_idx, write_idx_digits
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.formats.csv_digits import write_csv_digits
+from mnist_pipeline.formats.idx import write_idx, write_idx_digits
 from tests.conftest import REPO_ROOT, synthetic_digits
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stages.core.digits import Digits
-from stages.formats.idx import write_idx_digits
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.formats.idx import write_idx_digits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_idx_files_named_in_params_are_dvc_dependencies(tmp_path):
     repo, mnist = tmp_path / "repo", tmp_path / "mnist"  # the data lives outside the repo
     repo.mkdir()
     mnist.mkdir()
-    for name in ("stages", "dvc.yaml", "params.yaml", "pyproject.toml"):
+    for name in ("stages", "mnist_pipeline", "dvc.yaml", "params.yaml", "pyproject.toml"):
         copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy
         copy(REPO_ROOT / name, repo / name)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)

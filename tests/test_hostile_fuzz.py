@@ -19,17 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stages.core.artifacts import save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import load_params
-from stages.core.predictions import read_predictions
-from stages.formats import read_digits
-from stages.formats.csv_digits import write_csv_digits
-from stages.formats.idx import write_idx
-from stages.formats.images import read_image_bytes
-from stages.model.model_file import load_model, save_model
-from stages.model.networks import ModelConfig, build_model
-from stages.training.checkpoint import _decode
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.predictions import read_predictions
+from mnist_pipeline.formats import read_digits
+from mnist_pipeline.formats.csv_digits import write_csv_digits
+from mnist_pipeline.formats.idx import write_idx
+from mnist_pipeline.formats.images import read_image_bytes
+from mnist_pipeline.model.model_file import load_model, save_model
+from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.training.checkpoint import _decode
 from tests.conftest import REPO_ROOT, synthetic_digits
 from tests.hostile_files import predictions_with
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.core.artifacts import load_prepared
-from stages.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGE_PIXELS
-from stages.formats import read_digits
-from stages.formats.images import load_gray, read_image_bytes
+from mnist_pipeline.core.artifacts import load_prepared
+from mnist_pipeline.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGE_PIXELS
+from mnist_pipeline.formats import read_digits
+from mnist_pipeline.formats.images import load_gray, read_image_bytes
 from tests import hostile_files as make
 from tests.conftest import refused
 
@@ -209,7 +209,7 @@ def test_prepared_tensors_with_extra_or_misshapen_tensors_are_refused(tmp_path):
 @pytest.mark.parametrize("ending", [b"\r\n", b"\r"])
 @pytest.mark.parametrize("precise", [False, True])
 def test_csv_with_windows_or_old_mac_line_ends_and_a_bom(tmp_path, ending, precise):
-    from stages.formats.csv_digits import write_csv_digits
+    from mnist_pipeline.formats.csv_digits import write_csv_digits
     from tests.conftest import synthetic_digits
 
     digits = synthetic_digits(12)

@@ -15,16 +15,16 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import load_params, parse_params
-from stages.core.predictions import read_predictions
-from stages.formats.csv_digits import write_csv_digits
-from stages.model.model_file import load_model
-from stages.training import loop
-from stages.training.checkpoint import CHECKPOINT_FILE, CheckpointStore, validate_checkpoint
-from stages.training.distributed import SINGLE_PROCESS
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import load_params, parse_params
+from mnist_pipeline.core.predictions import read_predictions
+from mnist_pipeline.formats.csv_digits import write_csv_digits
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.training import loop
+from mnist_pipeline.training.checkpoint import CHECKPOINT_FILE, CheckpointStore, validate_checkpoint
+from mnist_pipeline.training.distributed import SINGLE_PROCESS
 from tests import hostile_files as make
 from tests.conftest import REPO_ROOT, refused, synthetic_digits, tiny_checkpoint, write_params
 
@@ -50,7 +50,7 @@ from tests.conftest import REPO_ROOT, refused, synthetic_digits, tiny_checkpoint
 def test_model_config_is_checked_before_anything_is_built(tmp_path, monkeypatch, change, fragment):
     path = make.model_with_config(tmp_path, change)
     built = []
-    monkeypatch.setattr("stages.model.model_file.build_model", lambda c: built.append(c))
+    monkeypatch.setattr("mnist_pipeline.model.model_file.build_model", lambda c: built.append(c))
     refused(lambda: load_model(path), str(path), fragment)
     assert built == []  # refused by the schema, before even the meta-device build
 
@@ -231,7 +231,7 @@ def _rank_main(rank: int, folder: str, init_file: str, results: str) -> None:
     """One of two ranks: only rank 0's folder holds the checkpoint (as on another machine)."""
     import torch.distributed as dist
 
-    from stages.training.distributed import Cluster
+    from mnist_pipeline.training.distributed import Cluster
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
@@ -309,12 +309,12 @@ def test_unwritable_output_folder_is_refused(project):
 
 def test_output_folder_that_refuses_files_is_one_line(project, monkeypatch):
     """Root ignores permissions, so a read-only file system is stood in for by its error."""
-    import stages.core.artifacts
+    import mnist_pipeline.core.artifacts
 
     def read_only(*args, **kwargs):
         raise PermissionError(30, "Read-only file system")
 
-    monkeypatch.setattr(stages.core.artifacts.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(mnist_pipeline.core.artifacts.tempfile, "mkstemp", read_only)
     _fails_in_one_line(["predict", "--output", "elsewhere/p.csv"], "cannot write the output")
 
 

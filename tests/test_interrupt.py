@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.training.checkpoint import CHECKPOINT_FILE, CheckpointStore
-from stages.training.distributed import SINGLE_PROCESS
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.training.checkpoint import CHECKPOINT_FILE, CheckpointStore
+from mnist_pipeline.training.distributed import SINGLE_PROCESS
 from tests.conftest import synthetic_digits, tiny_checkpoint, write_params
 
 
@@ -28,13 +28,13 @@ def test_ctrl_c_keeps_the_newest_epoch_and_running_again_resumes(
     save_prepared(tmp_path / "train.safetensors", synthetic_digits(60))
     assert _train("uninterrupted.safetensors").exit_code == 0
 
-    import stages.training.progress
+    import mnist_pipeline.training.progress
 
     def ctrl_c_after_epoch_2(stats):
         if stats.epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(stages.training.progress, "epoch_line", ctrl_c_after_epoch_2)
+    monkeypatch.setattr(mnist_pipeline.training.progress, "epoch_line", ctrl_c_after_epoch_2)
     interrupted = _train("resumed.safetensors")
     assert interrupted.exit_code == 130
     lines = interrupted.stderr.strip().splitlines()
@@ -63,12 +63,12 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_kept(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", tiny_params)
     save_prepared(tmp_path / "train.safetensors", synthetic_digits(60))
-    import stages.training.loop
+    import mnist_pipeline.training.loop
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stages.training.loop, "_train_epoch", interrupted)
+    monkeypatch.setattr(mnist_pipeline.training.loop, "_train_epoch", interrupted)
     result = _train("model.safetensors")
     assert result.exit_code == 130
     assert "nothing kept" in result.stderr.strip().splitlines()[-1]

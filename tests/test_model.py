@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from stages.core.errors import PipelineError
-from stages.model.model_file import load_model, save_model
-from stages.model.networks import MLP, ModelConfig, build_model, scale_pixels
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.model.model_file import load_model, save_model
+from mnist_pipeline.model.networks import MLP, ModelConfig, build_model, scale_pixels
 
 
 def test_mlp_is_the_tutorials_network():

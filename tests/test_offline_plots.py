@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stages.tools import offline_plots
+from mnist_pipeline.tools import offline_plots
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / ".dvc" / "offline_plots.html"

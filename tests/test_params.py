@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from stages.core.errors import PipelineError
-from stages.core.params import load_params, parse_params
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import load_params, parse_params
 from tests.conftest import REPO_ROOT
 
 

@@ -6,7 +6,7 @@ import copy
 
 from typer.testing import CliRunner
 
-from stages.cli import app
+from mnist_pipeline.cli.app import app
 from tests.conftest import write_params
 
 

@@ -35,7 +35,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_fresh_clone_reproduces_the_committed_lock_and_git_stays_clean(repo):
     """The committed dvc.lock's hashes, model and metrics included, on this machine too
-    (stages/__init__.py pins the CPU kernels; docs/reproducibility.md)."""
+    (mnist_pipeline/core/kernels.py pins the CPU kernels; docs/reproducibility.md)."""
     assert reproducible_hashes(repo) == reproducible_hashes(REPO_ROOT)
     assert git_status(repo) == ""
 

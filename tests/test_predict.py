@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.core.predictions import PROBABILITY_COLUMNS
-from stages.model.networks import ModelConfig, build_model
-from stages.predict import class_probabilities, predictions_table
+from mnist_pipeline.core.predictions import PROBABILITY_COLUMNS
+from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.predict import class_probabilities, predictions_table
 
 
 @pytest.fixture

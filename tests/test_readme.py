@@ -1,9 +1,9 @@
 """Every command in the README and docs/ exists, with the options it names.
 
-The shell blocks of README.md and docs/*.md are parsed line by line: `mnist-pipeline X` /
-`python -m stages X` must name a CLI command and only its options; `dvc X` a DVC command
-whose help lists the options used; `python bench/x.py` an existing script that defines
-the options used.
+The shell blocks of README.md and docs/*.md are parsed line by line: `mnist-pipeline X`,
+`python -m mnist_pipeline X` and `python -m stages.X` must name a CLI command and only its
+options; `dvc X` a DVC command whose help lists the options used; `python bench/x.py` an
+existing script that defines the options used.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import pytest
 import typer
 
-from stages.cli import app
+from mnist_pipeline.cli.app import app
 from tests.conftest import REPO_ROOT
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -68,8 +68,10 @@ def test_the_pages_have_commands_to_check():
 def test_cli_commands_and_options_exist():
     commands = _cli_commands()
     for page, argv in COMMANDS:
-        if argv[:3] == ["python", "-m", "stages"] or argv[:3] == ["python3", "-m", "stages"]:
+        if argv[0] in ("python", "python3") and argv[1:3] == ["-m", "mnist_pipeline"]:
             argv = ["mnist-pipeline", *argv[3:]]
+        elif argv[0] in ("python", "python3") and argv[1] == "-m" and argv[2][:7] == "stages.":
+            argv = ["mnist-pipeline", argv[2].removeprefix("stages."), *argv[3:]]
         if argv[0] != "mnist-pipeline" or len(argv) < 2 or argv[1].startswith("-"):
             continue
         assert argv[1] in commands, f"{page}: unknown command in {shlex.join(argv)}"

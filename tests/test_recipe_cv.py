@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import recipe_cv
-from stages.split import load_bundled_digits, split_digits
+from mnist_pipeline.data.split import load_bundled_digits, split_digits
 
 
 def test_folds_are_stratified_disjoint_and_seeded():

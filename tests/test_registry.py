@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages.cli import MODEL
-from stages.model.model_file import load_model
+from mnist_pipeline.cli.common import MODEL
+from mnist_pipeline.model.model_file import load_model
 from tests.conftest import REPO_ROOT
 from tests.dvc_repo import command_env, commit_all, fresh_repo, run
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.core.predictions import PREDICTED_COLUMN, PROBABILITY_COLUMNS, TRUE_COLUMN
-from stages.reports.scores import DIGITS, compute_metrics, log_loss, precision_recall_f1
+from mnist_pipeline.core.predictions import PREDICTED_COLUMN, PROBABILITY_COLUMNS, TRUE_COLUMN
+from mnist_pipeline.reports.scores import DIGITS, compute_metrics, log_loss, precision_recall_f1
 
 
 def _random_predictions(seed: int, size: int, missing: tuple[int, ...] = ()):

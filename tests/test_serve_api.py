@@ -21,18 +21,18 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 from torch import nn
 
-from stages.formats.images import read_image
-from stages.model.model_file import load_model
-from stages.predict import class_probabilities
-from stages.serving.app import build_app, create_app
-from stages.serving.inference import Predictor
-from stages.serving.model_info import describe_model
-from stages.serving.schemas import Prediction
-from stages.serving.uploads import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
+from mnist_pipeline.formats.images import read_image
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.model.predict import class_probabilities
+from mnist_pipeline.serving.app import build_app, create_app
+from mnist_pipeline.serving.inference import Predictor
+from mnist_pipeline.serving.model_info import describe_model
+from mnist_pipeline.serving.schemas import Prediction
+from mnist_pipeline.serving.uploads import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 from tests.conftest import REPO_ROOT, synthetic_digits
 from tests.trained_models import tiny_model_file
 
-PAGE_FILES = sorted((REPO_ROOT / "stages/serving/page").iterdir())
+PAGE_FILES = sorted((REPO_ROOT / "mnist_pipeline/serving/page").iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +359,7 @@ def test_slow_inference_does_not_block_other_requests(model_path):
 
 def test_help_imports_neither_torch_nor_fastapi():
     code = (
-        "import sys; from typer.testing import CliRunner; from stages.cli import app; "
+        "import sys; from typer.testing import CliRunner; from mnist_pipeline.cli.app import app; "
         "result = CliRunner().invoke(app, ['--help']); assert result.exit_code == 0; "
         "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'onnx') if m in sys.modules))"
     )
@@ -372,7 +372,7 @@ def test_help_imports_neither_torch_nor_fastapi():
 def test_serve_with_a_missing_model_fails_with_one_line(tmp_path, monkeypatch, repo_params):
     from typer.testing import CliRunner
 
-    from stages.cli import app
+    from mnist_pipeline.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params))

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages.formats.images import read_image
-from stages.model.model_file import load_model
-from stages.predict import class_probabilities
+from mnist_pipeline.formats.images import read_image
+from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.model.predict import class_probabilities
 from tests.conftest import REPO_ROOT, write_params
 from tests.trained_models import bundled_split, digit_model_file
 
@@ -70,13 +70,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(chromium, model_path, tmp_path_factory) -> str:
-    """`python -m stages serve` on a free loopback port; its base URL."""
+    """`python -m mnist_pipeline serve` on a free loopback port; its base URL."""
     folder = tmp_path_factory.mktemp("server")
     repo_params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params = write_params(folder / "params.yaml", repo_params | {"runtime": {"threads": 1}})
     port = _free_port()
     command = [
-        sys.executable, "-m", "stages", "serve", "--model", str(model_path),
+        sys.executable, "-m", "mnist_pipeline", "serve", "--model", str(model_path),
         "--port", str(port), "--params", str(params),
         "--metrics", str(folder / "metrics.json"), "--lock", str(folder / "dvc.lock"),
     ]  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.core.errors import PipelineError
-from stages.core.params import DataParams
-from stages.split import load_bundled_digits, split_digits
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import DataParams
+from mnist_pipeline.data.split import load_bundled_digits, split_digits
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_stratified_split_equals_scikit_learn_with_uneven_classes():
     """Unequal class sizes exercise the tie-breaking draws of the largest-remainder step."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    from stages.split import stratified_split
+    from mnist_pipeline.data.split import stratified_split
 
     labels = np.random.default_rng(3).choice(10, size=377, p=np.linspace(1, 3, 10) / 20)
     for seed in range(5):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from stages.core.params import TrainParams
-from stages.training.loop import train_model
+from mnist_pipeline.core.params import TrainParams
+from mnist_pipeline.training.loop import train_model
 from tests.conftest import RECIPE, TINY_MLP
 
 # The repository's training recipe; each test overrides what it is about.

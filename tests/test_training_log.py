@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from stages.training.log import TrainingLog
-from stages.training.stats import EpochStats
+from mnist_pipeline.training.log import TrainingLog
+from mnist_pipeline.training.stats import EpochStats
 
 
 def _history(val: bool) -> list[EpochStats]:

@@ -16,18 +16,18 @@ import yaml
 from torch import nn
 from typer.testing import CliRunner
 
-from stages.cli import app
-from stages.core.artifacts import save_prepared
-from stages.core.errors import PipelineError
-from stages.core.params import AugmentParams, ModelParams, TrainParams, parse_params
-from stages.model.model_file import load_model, save_model
-from stages.model.networks import CNN, ModelConfig, build_model, scale_pixels
-from stages.training.augment import augment_images, draw_augmentation
-from stages.training.batches import split_validation
-from stages.training.loop import score, train_model
-from stages.training.optimization import classification_loss, make_optimizer, make_schedule
-from stages.training.progress import epoch_line
-from stages.training.stats import EpochStats
+from mnist_pipeline.cli.app import app
+from mnist_pipeline.core.artifacts import save_prepared
+from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import AugmentParams, ModelParams, TrainParams, parse_params
+from mnist_pipeline.model.model_file import load_model, save_model
+from mnist_pipeline.model.networks import CNN, ModelConfig, build_model, scale_pixels
+from mnist_pipeline.training.augment import augment_images, draw_augmentation
+from mnist_pipeline.training.batches import split_validation
+from mnist_pipeline.training.loop import score, train_model
+from mnist_pipeline.training.optimization import classification_loss, make_optimizer, make_schedule
+from mnist_pipeline.training.progress import epoch_line
+from mnist_pipeline.training.stats import EpochStats
 from tests.conftest import (
     FANCY_TRAIN,
     REPO_ROOT,
@@ -315,7 +315,7 @@ def test_progress_bar_on_a_terminal_shows_validation_accuracy():
 
     from rich.console import Console
 
-    from stages.training.progress import epoch_reporter
+    from mnist_pipeline.training.progress import epoch_reporter
 
     output = io.StringIO()
     console = Console(file=output, force_terminal=True, width=120)

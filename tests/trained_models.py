@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.digits import Digits
-from stages.core.params import DataParams, ModelParams, TrainParams
-from stages.model.model_file import save_model
-from stages.training.loop import train_model
+from mnist_pipeline.core.digits import Digits
+from mnist_pipeline.core.params import DataParams, ModelParams, TrainParams
+from mnist_pipeline.model.model_file import save_model
+from mnist_pipeline.training.loop import train_model
 from tests.conftest import REPO_ROOT, synthetic_digits
 
 _RECIPE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["train"]
@@ -35,7 +35,7 @@ def tiny_model_file(path: Path, arch: str = "mlp") -> Path:
 
 def bundled_split() -> tuple[Digits, Digits]:
     """The pipeline's default split of the bundled digits (params.yaml's data section)."""
-    from stages.split import load_bundled_digits, split_digits
+    from mnist_pipeline.data.split import load_bundled_digits, split_digits
 
     data = DataParams.model_validate(
         yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["data"] | {"train_size": 4000}

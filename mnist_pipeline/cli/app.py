@@ -1,0 +1,31 @@
+"""The `mnist-pipeline` command: the five stage commands, then serve, export and the plots
+template, in the order `--help` lists them.
+
+`main` is the installed command's entry point and `python -m mnist_pipeline`'s: it pins the
+portable CPU kernels before any command imports torch, then runs the command. Nothing
+imported here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+from mnist_pipeline.cli import pipeline, tools
+from mnist_pipeline.cli.common import new_app
+from mnist_pipeline.core.kernels import pin_portable_kernels
+
+app = new_app(
+    name="mnist-pipeline",
+    help="The PyTorch MNIST tutorial as a reproducible pipeline: split, prepare, train, "
+    "predict, evaluate. `dvc repro` runs them all; each command also runs on its own.",
+    no_args_is_help=True,
+)
+for command in pipeline.STAGE_COMMANDS:
+    app.command()(command)
+app.command("plots-template")(tools.plots_template)
+app.command()(tools.serve)
+app.command()(tools.export)
+
+
+def main() -> None:
+    """Pin the kernels (mnist_pipeline/core/kernels.py), then run `mnist-pipeline`."""
+    pin_portable_kernels()
+    app(prog_name="mnist-pipeline")

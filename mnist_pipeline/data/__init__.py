@@ -1,0 +1,1 @@
+"""The split and prepare stages' work: bundled digits -> CSVs -> validated tensors."""

@@ -1,0 +1,143 @@
+"""The model file: a safetensors file of the weights, plus the architecture config in its
+metadata, so that `load_model` can rebuild the network without running any code from the
+file (unlike a pickled `torch.save`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from pydantic import TypeAdapter, ValidationError
+from torch import nn
+
+from mnist_pipeline.core.artifacts import atomic_output
+from mnist_pipeline.core.errors import PipelineError, shown
+from mnist_pipeline.core.limits import MAX_MODEL_CONFIG_CHARS, MAX_MODEL_PARAMETERS
+from mnist_pipeline.core.params import ModelParams, describe_error
+from mnist_pipeline.core.tensor_files import TensorInfo, read_safetensors_header
+from mnist_pipeline.model.networks import FORMAT_VERSION, ModelConfig, build_model
+
+_CONFIG_KEY = "mnist_pipeline.model_config"
+# torch dtype -> safetensors' name, for the dtypes a network's state dict holds.
+_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+}
+
+
+def save_model(model: nn.Module, config: ModelConfig, path: Path) -> None:
+    """Write weights and config to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    # A single metadata entry: safetensors stores metadata as a hash map, and one key
+    # keeps the header's byte order (and so the file hash) identical run to run.
+    metadata = {_CONFIG_KEY: json.dumps(config.saved_fields(), sort_keys=True)}
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+
+
+def load_model(path: Path) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild a network from a model file, in eval mode. Never unpickles anything.
+
+    Everything is checked before anything is built or allocated: the safetensors header
+    (read by hand, bounded), the config in its metadata (the params schema and its upper
+    bounds, then at most MAX_MODEL_PARAMETERS weights), and every tensor's name, dtype and
+    shape against those of the network the config describes, built on the meta device
+    (no memory), so any architecture is checked without code of its own.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: no such model file; run `dvc repro train` first")
+    try:
+        header = read_safetensors_header(path, "a safetensors model file")
+    except PipelineError as err:
+        with path.open("rb") as file:
+            head = file.read(2)
+        if head[:1] != b"\x80" and head != b"PK":  # neither a pickle nor torch.save's zip
+            raise
+        raise PipelineError(
+            f"{err}; pickled checkpoints are refused because loading them can run code"
+        ) from None
+    config = _config_from_metadata(path, header.metadata)
+    _check_tensors(path, config, header.tensors)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PipelineError(f"{path}: not a safetensors model file ({err})") from None
+    model = build_model(config)  # cannot fail: the same config built on the meta device
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, config
+
+
+def _check_tensors(path: Path, config: ModelConfig, found: dict[str, TensorInfo]) -> None:
+    """Compare the header's tensors with the state dict of the network `config` describes."""
+    with torch.device("meta"):  # shapes only: not one byte of weights is allocated
+        try:
+            expected = build_model(config).state_dict()
+        except PipelineError as err:  # e.g. an architecture this version does not know
+            raise PipelineError(f"{path}: {err}") from None
+    n_weights = sum(tensor.numel() for tensor in expected.values())
+    if n_weights > MAX_MODEL_PARAMETERS:
+        raise PipelineError(
+            f"{path}: its config describes {n_weights} weights; expected at most "
+            f"{MAX_MODEL_PARAMETERS}"
+        )
+    for name in sorted(expected.keys() | found.keys()):
+        want, have = expected.get(name), found.get(name)
+        if want is None or have is None:
+            problem = "is not in that network" if want is None else "is missing"
+        elif have.shape != tuple(want.shape) or have.dtype != _DTYPES.get(want.dtype):
+            problem = (
+                f"is {have.dtype} {list(have.shape)}, expected "
+                f"{_DTYPES.get(want.dtype)} {list(want.shape)}"
+            )
+        else:
+            continue
+        raise PipelineError(
+            f"{path}: weights do not fit the '{config.arch}' network in its config: "
+            f"tensor '{name[:80]}' {problem}"
+        )
+
+
+def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
+    """The config, checked against the params schema (with its upper bounds) first."""
+    text = metadata.get(_CONFIG_KEY)
+    no_config = PipelineError(
+        f"{path}: no mnist-pipeline model config in the file's metadata; "
+        "expected a model written by `mnist-pipeline train`"
+    )
+    if text is None or len(text) > MAX_MODEL_CONFIG_CHARS:
+        raise no_config
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
+        raise no_config from None
+    if not isinstance(fields, dict) or "format_version" not in fields:
+        raise no_config
+    if fields["format_version"] != FORMAT_VERSION:
+        raise PipelineError(
+            f"{path}: model format version {shown(fields['format_version'])}, "
+            f"expected {FORMAT_VERSION}; retrain it with this version"
+        )
+    # The params schema checks types and bounds (hidden widths, layers, channels, dropout
+    # in [0, 1), no Infinity). The mlp stores no channels: any valid value stands in.
+    shared = {name: fields.get(name) for name in ModelParams.model_fields if name in fields}
+    shared["channels"] = shared.get("channels") or [1]
+    try:
+        ModelParams.model_validate(shared)
+        config = TypeAdapter(ModelConfig).validate_python(fields)
+    except ValidationError as err:
+        raise PipelineError(f"{path}: model config: {describe_error(err.errors()[0])}") from None
+    return config
