@@ -13,10 +13,9 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 # What a fresh clone has: everything but environments, caches and pipeline outputs.
-_NOT_COPIED = shutil.ignore_patterns(
+_IGNORED_NAMES = shutil.ignore_patterns(
     ".git",
     ".venv",
-    "data",
     "cache",
     "tmp",
     "__pycache__",
@@ -24,8 +23,18 @@ _NOT_COPIED = shutil.ignore_patterns(
     ".ruff_cache",
     ".hypothesis",
     "*.egg-info",
-    "dvclive",
+    "timing.json",  # wall-clock files of dvclive/: git-ignored
+    "epoch_seconds.tsv",
 )
+
+
+def _not_copied(folder: str, names: list[str]) -> set[str]:
+    """The ignored names, and the top-level `data/` (pipeline outputs) but not
+    `mnist_pipeline/data/` (code): a name pattern alone cannot tell them apart."""
+    ignored = set(_IGNORED_NAMES(folder, names))
+    if Path(folder).resolve() == REPO_ROOT.resolve() and "data" in names:
+        ignored.add("data")
+    return ignored
 
 
 def command_env() -> dict[str, str]:
@@ -64,13 +73,23 @@ def run_stdout(repo: Path, *command: str) -> str:
 def fresh_repo(parent: Path, params: dict | None = None, commit: bool = True) -> Path:
     """Copy the project into `parent` as a new git repo, optionally with other params."""
     repo = parent / "mnist-pipeline"
-    shutil.copytree(REPO_ROOT, repo, ignore=_NOT_COPIED)
+    shutil.copytree(REPO_ROOT, repo, ignore=_not_copied)
     if params is not None:
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_params_config(repo, params)
     run(repo, "git", "init", "-q")
     if commit:
         commit_all(repo, "fresh clone")
     return repo
+
+
+def write_params_config(repo: Path, params: dict) -> None:
+    """Make `params` the repo's default: conf/config.yaml (what `dvc exp run -S` composes
+    params.yaml from, under DVC's Hydra composition), and params.yaml composed from it."""
+    from dvc.utils.hydra import compose_and_dump
+
+    config = {"defaults": ["_self_", {"recipe": None}], **params}
+    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    compose_and_dump(repo / "params.yaml", str(repo / "conf"), None, "config", "", [])
 
 
 def commit_all(repo: Path, message: str) -> None:
