@@ -28,7 +28,8 @@ from mnist_pipeline.reports.evaluate import PlotPaths, run
 from mnist_pipeline.reports.scores import (
     compute_metrics,
     confusion_table,
-    digit_accuracy_table,
+    digit_scores_table,
+    precision_recall_f1,
     scored_from_table,
 )
 from tests.conftest import REPO_ROOT, synthetic_digits
@@ -68,28 +69,26 @@ def evaluated(tmp_path):
     return predictions, tmp_path / "metrics.json", plots
 
 
-def test_metrics_hold_macro_and_per_digit_scores_rounded():
+def test_metrics_hold_only_the_headline_numbers_rounded():
+    """Per-digit scores would be 30 columns of `dvc exp show`: they are a plot table."""
     labels = np.arange(200) % 10
     metrics = compute_metrics(predictions_for(labels))
-    assert set(metrics) == {"accuracy", "log_loss", "test_images", "macro", "per_digit"}
-    assert set(metrics["macro"]) == {"precision", "recall", "f1"}
-    assert list(metrics["per_digit"]) == [str(digit) for digit in range(10)]
-    fractions = [metrics["accuracy"], *metrics["macro"].values()]
-    fractions += [v for scores in metrics["per_digit"].values() for v in scores.values()]
+    assert list(metrics) == ["accuracy", "log_loss", "macro_f1", "test_images"]
+    assert metrics["test_images"] == 200
+    fractions = [metrics["accuracy"], metrics["macro_f1"]]
     assert all(0 <= value <= 1 for value in fractions)
     assert metrics["log_loss"] > 0
     assert all(value == round(value, 4) for value in [*fractions, metrics["log_loss"]])
-    # Macro F1 is the plain mean of the ten per-digit F1 scores (up to rounding).
-    mean_f1 = np.mean([scores["f1"] for scores in metrics["per_digit"].values()])
-    assert metrics["macro"]["f1"] == pytest.approx(mean_f1, abs=1e-3)
 
 
 def test_perfect_predictions_score_one_everywhere():
     labels = np.arange(30) % 10
-    metrics = compute_metrics(predictions_for(labels, hit_rate=1.0))
+    table = predictions_for(labels, hit_rate=1.0)
+    metrics = compute_metrics(table)
     assert metrics["accuracy"] == 1.0
-    assert metrics["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
-    assert all(scores["recall"] == 1.0 for scores in metrics["per_digit"].values())
+    assert metrics["macro_f1"] == 1.0
+    per_digit = digit_scores_table(scored_from_table(table))
+    assert (per_digit[["accuracy", "precision", "f1"]] == 1.0).all().all()
 
 
 def test_a_digit_never_predicted_scores_zero_without_warning_or_nan():
@@ -100,8 +99,11 @@ def test_a_digit_never_predicted_scores_zero_without_warning_or_nan():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # sklearn's UndefinedMetricWarning would fail here
         metrics = compute_metrics(table)
-    assert metrics["per_digit"]["7"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+        per_digit = digit_scores_table(scored_from_table(table))
+    seven = per_digit.set_index("digit").loc[7]
+    assert (seven["accuracy"], seven["precision"], seven["f1"]) == (0.0, 0.0, 0.0)
     assert "NaN" not in json.dumps(metrics)
+    assert not per_digit.isna().any().any()
 
 
 def test_plot_tables_agree_with_the_metrics():
@@ -113,12 +115,19 @@ def test_plot_tables_agree_with_the_metrics():
     assert list(confusion.columns) == ["actual", "predicted"]
     assert len(confusion) == 100
     assert (confusion["actual"] == confusion["predicted"]).mean() == metrics["accuracy"]
-    per_digit = digit_accuracy_table(scored)
+    per_digit = digit_scores_table(scored)
+    assert list(per_digit.columns) == ["digit", "accuracy", "precision", "f1", "images"]
     assert list(per_digit["digit"]) == list(range(10))
     assert per_digit["images"].sum() == 100
-    # The accuracy on one digit's images is that digit's recall.
-    recalls = [metrics["per_digit"][str(d)]["recall"] for d in range(10)]
-    assert list(per_digit["accuracy"]) == pytest.approx(recalls, abs=1e-4)
+    # The accuracy on one digit's images is that digit's recall; the images' mean of it
+    # is the accuracy, and the macro F1 is the plain mean of the ten F1 scores.
+    weighted = (per_digit["accuracy"] * per_digit["images"]).sum() / 100
+    assert weighted == pytest.approx(metrics["accuracy"], abs=1e-3)
+    assert per_digit["f1"].mean() == pytest.approx(metrics["macro_f1"], abs=1e-3)
+    precision, recall, f1 = precision_recall_f1(scored.labels, scored.predicted)
+    assert list(per_digit["accuracy"]) == pytest.approx(recall, abs=1e-4)
+    assert list(per_digit["precision"]) == pytest.approx(precision, abs=1e-4)
+    assert list(per_digit["f1"]) == pytest.approx(f1, abs=1e-4)
 
 
 def test_worst_mistakes_are_wrong_and_most_confident_first():

@@ -1,4 +1,5 @@
-"""The train stage writes DVCLive's file layout itself: the same files DVCLive writes."""
+"""The train stage writes DVCLive's file layout itself: the same curves DVCLive writes,
+and a metrics.json that holds only the headline numbers of DVCLive's."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def _files(folder) -> dict[str, str]:
 
 
 def test_log_files_equal_what_dvclive_writes(tmp_path):
-    """dvclive (a test-time dependency only) logging the same values gives the same files,
-    apart from the wall-clock ones, which only we write."""
+    """dvclive (a test-time dependency only) logging the same values gives the same curves;
+    our metrics.json is its summary without `step` and `lr` (not headline numbers), and
+    the wall-clock files and run.json are only ours."""
     from dvclive import Live
 
     for val in (False, True):
@@ -52,11 +54,17 @@ def test_log_files_equal_what_dvclive_writes(tmp_path):
                     live.log_metric("val/accuracy", stats.val_accuracy)
                 live.log_metric("lr", stats.lr)
                 live.next_step()
-            live.summary["kept_epoch"] = 3
-        written = _files(ours)
+        written, expected = _files(ours), _files(theirs)
         assert json.loads(written.pop("timing.json"))["images_per_second"] == 3000.0
-        assert written.pop("plots/metrics/epoch_seconds.tsv").splitlines()[1] == "1\t0.25"
-        assert written == _files(theirs)
+        seconds = written.pop("epoch_seconds.tsv").splitlines()
+        assert seconds == ["step\tepoch_seconds", "1\t0.25", "2\t0.25", "3\t0.25"]
+        assert json.loads(written.pop("run.json")) == {"epochs": 3, "kept_epoch": 3}
+        summary = json.loads(expected.pop("metrics.json"))
+        assert summary.pop("step") == 3
+        assert summary.pop("lr") == 0.003
+        assert json.loads(written.pop("metrics.json")) == summary
+        assert set(summary) == ({"train", "val"} if val else {"train"})
+        assert written == expected
 
 
 def test_a_new_run_starts_fresh_curves(tmp_path):

@@ -1,10 +1,12 @@
 """Stage `evaluate`: score the predictions and write metrics, plot tables and pictures.
 
 Outputs (all computed before any is written, so a failure leaves the old ones in place):
-- metrics/metrics.json: accuracy, macro and per-digit precision/recall/F1, log loss, count;
+- metrics/metrics.json: the headline numbers: accuracy, log loss, macro F1, image count;
 - plots/confusion.csv: one row per test image (`actual`, `predicted`), for DVC's
   `confusion` template;
-- plots/digit_accuracy.csv: one row per digit (`digit`, `accuracy`, `images`);
+- plots/digit_accuracy.csv: one row per digit (`digit`, `accuracy` (= recall),
+  `precision`, `f1`, `images`): the per-digit scores, drawn by `dvc plots`, kept out of
+  the metrics so that `dvc exp show` stays narrow;
 - plots/pictures/*.png: the matplotlib pictures drawn by mnist_pipeline/reports/pictures.py.
 """
 
@@ -20,7 +22,7 @@ from mnist_pipeline.reports.scores import (
     check_matches,
     compute_metrics,
     confusion_table,
-    digit_accuracy_table,
+    digit_scores_table,
     metrics_json,
     scored_from_table,
 )
@@ -61,7 +63,7 @@ def _plot_outputs(predictions_path: Path, scored: Scored, plots: PlotPaths) -> d
     check_matches(predictions_path, scored, plots.test_images, test)
     outputs: dict[Path, str | bytes] = {
         plots.confusion_table: confusion_table(scored).to_csv(index=False),
-        plots.digit_accuracy_table: digit_accuracy_table(scored).to_csv(index=False),
+        plots.digit_accuracy_table: digit_scores_table(scored).to_csv(index=False),
     }
     for name, png in pictures.draw_all(scored, test.images).items():
         outputs[plots.pictures / name] = png

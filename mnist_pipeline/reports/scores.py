@@ -46,8 +46,10 @@ def _rounded(value: float) -> float:
 
 
 def compute_metrics(table: pd.DataFrame) -> dict:
-    """Accuracy, log loss, image count, and precision/recall/F1 (macro and per digit).
+    """The headline numbers: accuracy, log loss, macro F1 and the image count.
 
+    Only these go to metrics.json, so that `dvc exp show` and `dvc metrics diff` stay
+    readable; the per-digit scores are a plot table (`digit_scores_table`).
     Computed with numpy, in the very operations scikit-learn 1.x uses (`accuracy_score`,
     `log_loss`, `precision_recall_fscore_support`), so the values, and metrics.json's
     bytes, equal sklearn's (tests/test_scores.py compares them) without its 1 s import.
@@ -56,18 +58,12 @@ def compute_metrics(table: pd.DataFrame) -> dict:
     """
     scored = scored_from_table(table)
     labels, predicted = scored.labels, scored.predicted
-    names = ("precision", "recall", "f1")
-    per_digit = precision_recall_f1(labels, predicted)  # 3 arrays of (10,)
-    macro = [float(np.average(values)) for values in per_digit]
+    f1 = precision_recall_f1(labels, predicted)[2]  # (10,)
     return {
         "accuracy": _rounded(np.average(labels == predicted)),
         "log_loss": _rounded(log_loss(labels, scored.probabilities)),
+        "macro_f1": _rounded(np.average(f1)),
         "test_images": len(labels),
-        "macro": {name: _rounded(value) for name, value in zip(names, macro, strict=True)},
-        "per_digit": {
-            str(digit): {name: _rounded(per_digit[i][digit]) for i, name in enumerate(names)}
-            for digit in DIGITS
-        },
     }
 
 
@@ -107,16 +103,19 @@ def confusion_table(scored: Scored) -> pd.DataFrame:
     return pd.DataFrame({"actual": scored.labels, "predicted": scored.predicted})
 
 
-def digit_accuracy_table(scored: Scored) -> pd.DataFrame:
-    """Per digit: the share of its test images classified correctly (its recall), and count."""
-    images = np.bincount(scored.labels, minlength=N_CLASSES)  # (10,)
-    correct = np.bincount(
-        scored.labels[scored.labels == scored.predicted], minlength=N_CLASSES
-    )  # (10,)
-    # A digit absent from the test set has no accuracy; NaN would break the plot, so 0.
-    accuracy = np.divide(correct, images, out=np.zeros(N_CLASSES), where=images > 0)
+def digit_scores_table(scored: Scored) -> pd.DataFrame:
+    """Per digit: the share of its test images classified correctly (its recall, the
+    bar chart's `accuracy`), its precision and F1, and its count of test images."""
+    precision, recall, f1 = precision_recall_f1(scored.labels, scored.predicted)  # (10,) each
+    # A digit absent from the test set has no scores; NaN would break the plot, so 0.
     return pd.DataFrame(
-        {"digit": DIGITS, "accuracy": np.round(accuracy, _DECIMALS), "images": images}
+        {
+            "digit": DIGITS,
+            "accuracy": np.round(recall, _DECIMALS),
+            "precision": np.round(precision, _DECIMALS),
+            "f1": np.round(f1, _DECIMALS),
+            "images": np.bincount(scored.labels, minlength=N_CLASSES),
+        }
     )
 
 

@@ -1,19 +1,22 @@
 """Per-epoch curves and timings of a training run, in DVCLive's file layout.
 
-    dvclive/metrics.json                   last epoch's values, the step, the kept epoch
+    dvclive/metrics.json                   the last epoch's train (and val) loss and accuracy
+    dvclive/run.json                       the epochs run and the kept epoch (not a metric)
     dvclive/plots/metrics/train/loss.tsv   one `step<TAB>loss` row per epoch; likewise
                                            train/accuracy, val/loss, val/accuracy, lr
     dvclive/timing.json                    wall-clock: training time, throughput
-    dvclive/plots/metrics/epoch_seconds.tsv    wall-clock: each epoch's time
+    dvclive/epoch_seconds.tsv              wall-clock: each epoch's time
 
 The files are written here rather than through the dvclive package: its import costs
 about a second of train's start-up, it needs a private hook to run in a git repo with no
 commit yet, and this layout is all that `dvc plots show`, `dvc metrics show` and
-`dvc exp show` read (they know nothing of dvclive). The folder is a cached DVC output of
-the train stage, switched as a whole by `dvc checkout` and `dvc exp apply`. Its curves
-depend only on the training, so its hash is the same on every run; the two wall-clock
-files are listed in .dvcignore, so DVC neither hashes nor caches them, and git ignores
-the folder: no run leaves git or dvc.lock modified.
+`dvc exp show` read (they know nothing of dvclive). The folder is a DVC output of the
+train stage kept in git (`cache: false`), so `dvc metrics diff` and `dvc plots diff` work
+in a fresh clone and `dvc exp apply` switches it as a whole. metrics.json holds only the
+headline numbers, so `dvc exp show` stays narrow. Its curves depend only on the training,
+so its hash is the same on every run; the two wall-clock files are listed in .dvcignore
+and .gitignore, so neither DVC nor git records them: they are no DVC metric or plot, and
+describe the last run in this workspace only. No run leaves git or dvc.lock modified.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from mnist_pipeline.core.artifacts import atomic_output
 from mnist_pipeline.training.stats import EpochReport, EpochStats
 
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"  # epochs run, kept epoch: facts of the run, not metrics to compare
 TIMING_FILE = "timing.json"  # in .dvcignore: wall-clock
 CURVES = Path("plots", "metrics")
-EPOCH_SECONDS = "epoch_seconds"  # its .tsv is in .dvcignore: wall-clock
+EPOCH_SECONDS = "epoch_seconds.tsv"  # in .dvcignore: wall-clock
 
 
 class TrainingLog:
@@ -39,9 +43,10 @@ class TrainingLog:
         self._dir = Path(live_dir)
         self._report = report
         self._summary: dict = {}
+        self._epochs = 0
         # A fresh run: no curve may keep rows of an earlier one (DVCLive does the same).
         shutil.rmtree(self._dir / CURVES.parts[0], ignore_errors=True)
-        for name in (METRICS_FILE, TIMING_FILE):
+        for name in (METRICS_FILE, RUN_FILE, TIMING_FILE, EPOCH_SECONDS):
             (self._dir / name).unlink(missing_ok=True)
         self._dir.mkdir(parents=True, exist_ok=True)
 
@@ -75,38 +80,34 @@ class TrainingLog:
         values = {"train/loss": stats.train_loss, "train/accuracy": stats.train_accuracy}
         if stats.val_accuracy is not None and stats.val_loss is not None:
             values |= {"val/loss": stats.val_loss, "val/accuracy": stats.val_accuracy}
-        values["lr"] = stats.lr
         for name, value in values.items():
-            self._append(name, stats.epoch, value)
-            *parents, leaf = name.split("/")
-            section = self._summary
-            for parent in parents:
-                section = section.setdefault(parent, {})
-            section[leaf] = value
-        self._append(EPOCH_SECONDS, stats.epoch, stats.seconds)
-        self._summary["step"] = stats.epoch  # the x axis of the curves counts epochs from 1
-        self._write_summary()
+            self._append(CURVES / f"{name}.tsv", stats.epoch, value)
+            section, leaf = name.split("/")
+            self._summary.setdefault(section, {})[leaf] = value
+        self._append(CURVES / "lr.tsv", stats.epoch, stats.lr)  # a curve, not a metric
+        self._append(Path(EPOCH_SECONDS), stats.epoch, stats.seconds)
+        self._epochs = stats.epoch  # the x axis of the curves counts epochs from 1
+        self._write_json(METRICS_FILE, self._summary)
 
-    def _append(self, name: str, step: int, value: float) -> None:
-        path = self._dir / CURVES / f"{name}.tsv"
+    def _append(self, relative: Path, step: int, value: float) -> None:
+        path = self._dir / relative
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"step\t{name.rsplit('/', 1)[-1]}\n")
+            path.write_text(f"step\t{path.stem}\n")
         with path.open("a") as file:
             file.write(f"{step}\t{value!r}\n")  # repr: the float's exact digits
 
-    def _write_summary(self) -> None:
-        with atomic_output(self._dir / METRICS_FILE) as tmp:
-            tmp.write_text(json.dumps(self._summary, indent=4) + "\n")
+    def _write_json(self, name: str, content: dict) -> None:
+        with atomic_output(self._dir / name) as tmp:
+            tmp.write_text(json.dumps(content, indent=4) + "\n")
 
     def finish(self, kept_epoch: int, train_seconds: float, images_seen: int) -> None:
-        """Record the kept epoch in the summary, and the run's timings in their own file.
+        """Record the epochs run and the kept one, and the run's timings in their own file.
 
-        Timings go to `timing.json`, apart from every byte-stable value, so `dvc metrics
-        show` lists them without changing the folder's hash.
+        Timings go to `timing.json`, apart from every byte-stable value (it is in
+        .dvcignore), so they never change the folder's hash.
         """
-        self._summary["kept_epoch"] = kept_epoch
-        self._write_summary()
+        self._write_json(RUN_FILE, {"epochs": self._epochs, "kept_epoch": kept_epoch})
         timing = {
             "train_seconds": round(train_seconds, 3),
             "images_per_second": round(images_seen / max(train_seconds, 1e-9), 1),
