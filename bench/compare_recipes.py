@@ -14,7 +14,6 @@ noisy: run it more than once.
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -24,37 +23,18 @@ import yaml
 
 from mnist_pipeline.core.digits import Digits
 from mnist_pipeline.core.params import DataParams, Params, parse_params
+from mnist_pipeline.core.recipes import RECIPE_DIR, recipe_overrides, with_overrides
 from mnist_pipeline.data.split import load_bundled_digits, split_digits
 from mnist_pipeline.formats.csv_digits import write_csv_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The recipes of the README's `dvc exp run -n fast -S ...` and `dvc exp run -n best -S ...`
-# lines, which set exactly these (tests/test_training_recipes.py checks that they agree).
+# The recipes of the README's `dvc exp run -n fast -S recipe=fast` and `... recipe=best`
+# lines: conf/recipe/fast.yaml and best.yaml, read here as dotted overrides of params.yaml.
 # Chosen by 5-fold cross-validation on the 4,500 digits outside the 500-digit test split
 # (bench/recipe_cv.py; docs/recipes.md).
-FAST = {
-    "data.train_size": 4500,
-    "data.test_size": 500,
-    "model.arch": "cnn",
-    "model.channels": [32, 64, 128],
-    "model.hidden": [128],
-    "model.dropout": 0.3,
-    "train.epochs": 10,
-    "train.lr": 0.005,
-    "train.batch_size": 64,
-    "train.schedule": "onecycle",
-    "train.label_smoothing": 0.1,
-    "train.augment.enabled": True,
-    "train.precision": "bf16",
-    "model.tta": True,
-}
-BEST = FAST | {
-    "train.batch_size": 128,
-    "train.epochs": 30,
-    "model.members": 5,
-    "train.augment.elastic_alpha": 34.0,
-}
+FAST = recipe_overrides("fast", folder=ROOT / RECIPE_DIR)
+BEST = recipe_overrides("best", folder=ROOT / RECIPE_DIR)
 
 # The `best` recipe before ensembles: one cnn, 15 epochs, on 4,000 digits.
 OLD_BEST = {
@@ -76,13 +56,7 @@ OLD_BEST = {
 def recipe_params(overrides: dict[str, object]) -> Params:
     """params.yaml with dotted-key overrides applied, as `dvc exp run -S` would."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        *sections, key = dotted.split(".")
-        node = raw
-        for section in sections:
-            node = node[section]
-        node[key] = copy.deepcopy(value)
-    return parse_params(raw)
+    return parse_params(with_overrides(raw, overrides))
 
 
 def seed_tutorial(train_csv: Path, test_csv: Path) -> tuple[float, float, float]:

@@ -13,7 +13,8 @@ accuracy over folds ± its standard deviation (ddof=1), and the training time pe
 
 A recipe is the same dotted-key overrides as a `dvc exp run -S` line (data.* keys are
 ignored here: the folds fix the data). The recipes are `default` (params.yaml), FAST and
-BEST from bench/compare_recipes.py, and the candidates below that were compared to them.
+BEST (conf/recipe/fast.yaml and best.yaml, read by bench/compare_recipes.py), and the
+candidates below that were compared to them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """`dvc exp run -S key=value` changes exactly one line of params.yaml: the file is already
-in the layout DVC writes (block lists, empty for null), so nothing else moves."""
+what DVC's Hydra composition writes (conf/config.yaml composed: block lists, `null`), so
+nothing else moves."""
 
 from __future__ import annotations
 
@@ -40,15 +41,15 @@ def _changed_lines(before: str, after: str) -> list[str]:
 
 
 def test_dvcs_writer_changes_only_the_line_of_each_key(tmp_path):
-    """DVC's own code for -S (dvc.utils.hydra.apply_overrides), on a copy of the file,
-    once for every key."""
-    from dvc.utils.hydra import apply_overrides
+    """DVC's own code for -S under Hydra composition (dvc.utils.hydra.compose_and_dump, what
+    `dvc exp run -S` calls when .dvc/config enables hydra), once for every key."""
+    from dvc.utils.hydra import compose_and_dump
 
     before = (REPO_ROOT / "params.yaml").read_text()
     path = tmp_path / "params.yaml"
+    conf = str(REPO_ROOT / "conf")
     for key, value in _leaves(yaml.safe_load(before)):
-        path.write_text(before)
-        apply_overrides(path, [f"{key}={_other(value)}"])
+        compose_and_dump(path, conf, None, "config", "", [f"{key}={_other(value)}"])
         changed = _changed_lines(before, path.read_text())
         if isinstance(value, list):  # one more item: one new item line, nothing else
             assert changed == [f"+{' ' * (2 * key.count('.'))}- {value[-1]}"], (key, changed)
@@ -60,15 +61,18 @@ def test_dvcs_writer_changes_only_the_line_of_each_key(tmp_path):
 
 @pytest.mark.slow
 def test_dvc_exp_run_set_param_changes_one_line_of_params_yaml(tmp_path):
-    """The real command, in a repo whose one stage reads train.epochs."""
+    """The real command, in a repo with this project's conf/ and .dvc/config, whose one
+    stage reads train.epochs."""
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(REPO_ROOT / "params.yaml", repo / "params.yaml")
+    shutil.copytree(REPO_ROOT / "conf", repo / "conf")
     (repo / "dvc.yaml").write_text(
         "stages:\n  echo:\n    cmd: python -c \"print('ok')\"\n    params:\n      - train.epochs\n"
     )
     run(repo, "git", "init", "-q")
     run(repo, "dvc", "init", "-q")
+    shutil.copy(REPO_ROOT / ".dvc/config", repo / ".dvc/config")
     commit_all(repo, "start")
     run(repo, "dvc", "exp", "run", "-S", "train.epochs=3")
     diff = run(repo, "git", "diff", "--unified=0", "params.yaml")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shlex
 
 import numpy as np
 import pytest
@@ -20,6 +19,13 @@ from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.artifacts import save_prepared
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import AugmentParams, ModelParams, TrainParams, parse_params
+from mnist_pipeline.core.recipes import (
+    RECIPE_DIR,
+    dotted,
+    recipe_names,
+    recipe_overrides,
+    with_overrides,
+)
 from mnist_pipeline.model.model_file import load_model, save_model
 from mnist_pipeline.model.networks import CNN, ModelConfig, build_model, scale_pixels
 from mnist_pipeline.training.augment import augment_images, draw_augmentation
@@ -255,40 +261,103 @@ def test_train_command_with_every_option(tmp_path, monkeypatch, tiny_params):
     assert config.channels == (4, 8)
     # DVCLive's folder, at the default path that dvc.yaml declares.
     summary = json.loads((tmp_path / "dvclive/metrics.json").read_text())
-    assert 1 <= summary["kept_epoch"] <= 3
-    assert "timing" not in summary
+    assert set(summary) == {"train", "val"}  # headline numbers only
+    assert set(summary["val"]) == {"loss", "accuracy"}
+    run_facts = json.loads((tmp_path / "dvclive/run.json").read_text())
+    assert run_facts["epochs"] == 3
+    assert 1 <= run_facts["kept_epoch"] <= 3
     timing = json.loads((tmp_path / "dvclive/timing.json").read_text())
     assert timing["images_per_second"] > 0
     assert timing["train_seconds"] > 0
     curves = tmp_path / "dvclive/plots/metrics"
-    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr", "epoch_seconds"]:
+    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr"]:
         assert len((curves / f"{name}.tsv").read_text().splitlines()) == 1 + 3, name
+    assert len((tmp_path / "dvclive/epoch_seconds.tsv").read_text().splitlines()) == 1 + 3
     assert not (tmp_path / "dvc.yaml").exists()  # DVCLive must not write one
 
 
-@pytest.mark.parametrize("name", ["fast", "best"])
-def test_readme_best_command_is_the_benchmarked_recipe(name):
-    """The README's `dvc exp run -n fast/best -S ...` lines set exactly FAST and BEST."""
-    import bench.compare_recipes
+RECIPES = ("fast", "best")
 
+
+def test_the_readme_runs_each_recipe_file_by_name():
+    """One short line per recipe, and the README names exactly the files in conf/recipe/."""
+    assert recipe_names(folder=REPO_ROOT / RECIPE_DIR) == sorted(RECIPES)
     readme = (REPO_ROOT / "README.md").read_text()
-    commands = re.findall(rf"^dvc exp run -n {name} .*$", readme, flags=re.MULTILINE)
-    assert len(commands) == 1
-    words = shlex.split(commands[0])
-    settings = {}
-    for flag, setting in zip(words[5::2], words[6::2], strict=True):
-        assert flag == "-S"
-        key, value = setting.split("=", 1)
-        settings[key] = yaml.safe_load(value)
-    assert settings == getattr(bench.compare_recipes, name.upper())
+    for name in RECIPES:
+        line = f"dvc exp run -n {name} -S recipe={name}"
+        assert re.search(rf"^{re.escape(line)}\s*(#.*)?$", readme, flags=re.MULTILINE), name
+    commands = re.findall(r"^dvc exp run .*-S recipe=.*$", readme, flags=re.MULTILINE)
+    assert commands
+    assert all(len(command) < 80 for command in commands)
 
 
-def test_recipes_keep_a_test_split_of_500_out_of_training():
-    from bench.compare_recipes import BEST, FAST
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_recipe_file_composes_as_dvc_composes_it(name, tmp_path):
+    """DVC's own composition (`dvc exp run -S recipe=<name>`) gives params.yaml with the
+    recipe's dotted overrides applied: the dict the bench scripts and tests use."""
+    from dvc.utils.hydra import compose_and_dump
 
-    for recipe in (FAST, BEST):
-        assert recipe["data.test_size"] >= 500
-        assert recipe["data.train_size"] + recipe["data.test_size"] <= 5000  # bundled digits
+    composed = tmp_path / "params.yaml"
+    conf = str(REPO_ROOT / "conf")
+    compose_and_dump(composed, conf, None, "config", "", [f"recipe={name}"])
+    overrides = recipe_overrides(name, folder=REPO_ROOT / RECIPE_DIR)
+    default = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert yaml.safe_load(composed.read_text()) == with_overrides(default, overrides)
+    assert overrides["data.test_size"] >= 500  # a test split kept out of training
+    assert overrides["data.train_size"] + overrides["data.test_size"] <= 5000  # bundled
+    parse_params(with_overrides(default, overrides))  # valid params
+
+
+def test_params_yaml_is_the_composed_default(tmp_path):
+    """params.yaml is conf/config.yaml as DVC's Hydra composition writes it, byte for byte,
+    so that `dvc exp run -S key=value` (which rewrites it) changes one line."""
+    from dvc.utils.hydra import compose_and_dump
+
+    composed = tmp_path / "params.yaml"
+    compose_and_dump(composed, str(REPO_ROOT / "conf"), None, "config", "", [])
+    assert composed.read_text() == (REPO_ROOT / "params.yaml").read_text()
+    compose_and_dump(composed, str(REPO_ROOT / "conf"), None, "config", "", ["train.epochs=3"])
+    before = (REPO_ROOT / "params.yaml").read_text().splitlines()
+    after = composed.read_text().splitlines()
+    assert len(after) == len(before)
+    changed = [pair for pair in zip(before, after, strict=True) if pair[0] != pair[1]]
+    assert changed == [("  epochs: 50", "  epochs: 3")]
+
+
+def test_recipe_helpers_refuse_unknown_names_and_keys(tmp_path):
+    with pytest.raises(PipelineError, match=r"no such recipe; expected one of: best, fast"):
+        recipe_overrides("fastest", folder=REPO_ROOT / RECIPE_DIR)
+    with pytest.raises(PipelineError, match=r"'train\.epoch': params.yaml has no such key"):
+        with_overrides({"train": {"epochs": 1}}, {"train.epoch": 2})
+    (tmp_path / "nested.yaml").write_text("defaults:\n  - fast\n")
+    with pytest.raises(PipelineError, match="without a defaults list"):
+        recipe_overrides("nested", folder=tmp_path)
+    raw = {"train": {"epochs": 1, "augment": {"scale": [0.9, 1.1]}}}
+    changed = with_overrides(raw, {"train.augment.scale": [0.8, 1.2]})
+    assert changed["train"]["augment"]["scale"] == [0.8, 1.2]
+    assert raw["train"]["augment"]["scale"] == [0.9, 1.1]  # a copy: the input is untouched
+    assert dotted({"a": {"b": 1, "c": [2]}}) == {"a.b": 1, "a.c": [2]}
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_takes_a_recipe_by_name(tmp_path, tiny_params):
+    """`dvc exp run -n <name> -S recipe=<name>` for real: a small recipe file in a fresh
+    repo, whose experiment trains with the recipe's values."""
+    from tests.dvc_repo import commit_all, fresh_repo, run, run_stdout
+
+    repo = fresh_repo(tmp_path, tiny_params, commit=False)
+    (repo / "conf/recipe/wider.yaml").write_text(
+        "# @package _global_\nmodel:\n  hidden: [48]\ntrain:\n  epochs: 2\n"
+    )
+    commit_all(repo, "fresh clone")
+    run(repo, "dvc", "exp", "run", "-n", "wider", "-S", "recipe=wider")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params == with_overrides(tiny_params, {"model.hidden": [48], "train.epochs": 2})
+    _, config = load_model(repo / "data/model.safetensors")
+    assert config.hidden == (48,)
+    shown = json.loads(run_stdout(repo, "dvc", "exp", "show", "--json"))
+    names = [rev["name"] for exp in shown[0]["experiments"] or [] for rev in exp["revs"]]
+    assert "wider" in names
 
 
 @pytest.mark.slow
@@ -301,9 +370,12 @@ def test_dvc_draws_the_curves_and_a_cnn_recipe_reproduces(tmp_path, tiny_params)
     run(repo, "dvc", "repro")
     plots = json.loads(run_stdout(repo, "dvc", "plots", "show", "--json"))
     drawn = set(plots["data"])
-    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr", "epoch_seconds"]:
+    for name in ["train/loss", "train/accuracy", "val/accuracy", "lr"]:
         assert f"dvclive/plots/metrics/{name}.tsv" in drawn, name
-    assert "dvclive/timing.json" in run(repo, "dvc", "metrics", "show")
+    assert not any("seconds" in name for name in drawn)  # wall-clock: no plot
+    shown = run(repo, "dvc", "metrics", "show")
+    assert "val.accuracy" in shown
+    assert "timing" not in shown  # wall-clock: no metric
     before = reproducible_hashes(repo)
     assert "data/model.safetensors" in before
     run(repo, "dvc", "repro", "-f")
