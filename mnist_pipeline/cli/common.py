@@ -8,9 +8,11 @@ agree); hyperparameters come only from params.yaml.
 from __future__ import annotations
 
 import functools
+import os
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -42,6 +44,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _after_dvc_deleted_outputs() -> str:
+    """What to add to an error line when DVC ran the command (it sets DVC_STAGE): it has
+    deleted the stage's outputs, and `dvc exp run -S` has rewritten params.yaml."""
+    if not os.environ.get("DVC_STAGE"):
+        return ""
+    from mnist_pipeline.cli.restore import RESTORE_HINT  # stdlib and yaml only
+
+    return f" (to get the last commit's params and outputs back: {RESTORE_HINT})"
+
+
 def fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
     """Turn a PipelineError into one line on stderr and exit status 1, with no traceback."""
 
@@ -50,10 +62,11 @@ def fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ParamsError as err:  # name the params file actually in use
-            typer.echo(f"error: {kwargs.get('params', PARAMS)}: {err}", err=True)
+            params = kwargs.get("params", PARAMS)
+            typer.echo(f"error: {params}: {err}{_after_dvc_deleted_outputs()}", err=True)
             raise typer.Exit(1) from None
         except PipelineError as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {err}{_after_dvc_deleted_outputs()}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -66,13 +79,32 @@ def check_outputs(files: list[Path], **where: list) -> None:
     check(files, **where)
 
 
-def new_app(**settings: object) -> typer.Typer:
-    """A Typer app with the project's settings: no completion, no pretty tracebacks."""
-    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, **settings)
+# Plain help (click's formatter, not rich's): paragraphs rewrapped to the terminal's width
+# (up to 100 columns), no markup to eat text in [brackets], and -h as well as --help.
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def new_app(**settings: Any) -> typer.Typer:
+    """A Typer app with the project's settings: plain help, no completion, no pretty
+    tracebacks."""
+    return typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings=HELP_SETTINGS,
+        **settings,
+    )
 
 
 def run_command(command: Callable[..., object], prog_name: str) -> None:
     """Run one command as a program of its own (a stage entry point in stages/)."""
     app = new_app()
     app.command()(command)
-    app(prog_name=prog_name)
+    try:
+        app(prog_name=prog_name)
+    except Exception:  # a bug: its traceback, then how to undo what DVC already deleted
+        if hint := _after_dvc_deleted_outputs():
+            traceback.print_exc()
+            typer.echo(f"error: {prog_name} crashed{hint}", err=True)
+            raise SystemExit(1) from None
+        raise

@@ -18,6 +18,7 @@ from mnist_pipeline.cli.common import (
     CONFUSION_TABLE,
     DIGIT_ACCURACY_TABLE,
     LIVE_DIR,
+    LOCK,
     METRICS,
     MODEL,
     PARAMS,
@@ -234,6 +235,22 @@ def evaluate(
     plots = stage.PlotPaths(test_data, confusion_table, digit_accuracy_table, pictures)
     scores = stage.run(predictions, metrics, plots)
     say(f"accuracy {scores['accuracy']:.4f} on {scores['test_images']} images -> {metrics}")
+
+
+@fail_cleanly
+def restore(params: ParamsOption = PARAMS) -> None:
+    """Put back params.yaml and every pipeline output as the last commit has them.
+
+    For after a failed `dvc exp run` or `dvc repro` (a bad param, a crash): DVC deletes a
+    stage's outputs before running it, and `dvc exp run -S` has already rewritten
+    params.yaml. Restores params.yaml, dvc.lock, metrics/, the plot tables and dvclive/
+    with git, and the model, predictions and pictures with `dvc checkout`. Leaves every
+    other file alone (your code edits stay); drops a crashed run's checkpoint.
+    """
+    from mnist_pipeline.cli import restore as stage
+
+    restored = stage.run(pipeline=Path("dvc.yaml"), params=params, lock=LOCK)
+    say(f"restored {', '.join(restored)} and the cached outputs from the last commit")
 
 
 # In the pipeline's order: how `--help` lists them and dvc.yaml runs them.
