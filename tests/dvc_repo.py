@@ -87,7 +87,7 @@ def write_params_config(repo: Path, params: dict) -> None:
     params.yaml from, under DVC's Hydra composition), and params.yaml composed from it."""
     from dvc.utils.hydra import compose_and_dump
 
-    config = {"defaults": ["_self_", {"recipe": None}], **params}
+    config = {"defaults": ["_self_", {"recipe": "default"}], **params}
     (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     compose_and_dump(repo / "params.yaml", str(repo / "conf"), None, "config", "", [])
 

@@ -40,6 +40,8 @@ def recipe_overrides(name: str, *, folder: Path = RECIPE_DIR) -> dict[str, objec
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise PipelineError(f"{path}: not valid YAML ({err}); expected nested keys") from None
+    if tree is None:  # only comments: the default recipe, nothing changed
+        return {}
     if not isinstance(tree, dict) or "defaults" in tree:
         raise PipelineError(
             f"{path}: expected a mapping of params.yaml's sections, without a defaults list"
