@@ -1,11 +1,14 @@
 """`mnist-pipeline serve` for real: the command serves a model trained on real digits, and
 headless Chromium draws digits on the page with pointer events and reads the answers.
 
-UPDATE_SCREENSHOT=1 also writes docs/serve.png (the README's picture of the page).
+UPDATE_SCREENSHOT=1 also writes docs/serve.png (the README's picture of the page), of
+the tutorial's default model (params.yaml's mlp, trained as `dvc repro` trains it), so the
+picture shows the model a newcomer gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -23,9 +26,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.data.split import load_bundled_digits, split_digits
 from mnist_pipeline.formats.images import read_image
-from mnist_pipeline.model.model_file import load_model
+from mnist_pipeline.model.model_file import load_model, save_model
 from mnist_pipeline.model.predict import class_probabilities
+from mnist_pipeline.training.loop import train_model
 from tests.conftest import REPO_ROOT, write_params
 from tests.trained_models import bundled_split, digit_model_file
 
@@ -68,10 +74,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(chromium, model_path, tmp_path_factory) -> str:
-    """`python -m mnist_pipeline serve` on a free loopback port; its base URL."""
-    folder = tmp_path_factory.mktemp("server")
+@contextlib.contextmanager
+def serving(model_path: Path, folder: Path):
+    """`python -m mnist_pipeline serve` of `model_path` on a free loopback port; its URL."""
     repo_params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params = write_params(folder / "params.yaml", repo_params | {"runtime": {"threads": 1}})
     port = _free_port()
@@ -100,8 +105,14 @@ def server(chromium, model_path, tmp_path_factory) -> str:
         process.wait(timeout=10)
 
 
-@pytest.fixture
-def page(chromium, server):
+@pytest.fixture(scope="module")
+def server(chromium, model_path, tmp_path_factory) -> str:
+    with serving(model_path, tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def browser_page(chromium, url: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -109,10 +120,16 @@ def page(chromium, server):
         page = browser.new_page(viewport={"width": 820, "height": 640})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server)
+        page.goto(url)
         yield page
         browser.close()
         assert not errors  # no JavaScript error on the page
+
+
+@pytest.fixture
+def page(chromium, server):
+    with browser_page(chromium, server) as page:
+        yield page
 
 
 def draw(page, strokes: list[list[tuple[int, int]]]) -> None:
@@ -150,8 +167,26 @@ def test_drawn_digit_is_recognised(page, strokes, digit):
         " for (let i = 0; i < d.length; i += 4) n += d[i] > 0; return n; }"
     )
     assert 20 < lit < 28 * 28 // 2  # the 28x28 preview shows a digit, not a blank
-    if digit == "7" and os.environ.get("UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(SCREENSHOT))
+
+
+def test_the_default_model_reads_a_drawn_seven_and_says_what_it_is(chromium, tmp_path):
+    """The README's picture: the tutorial's mlp as `dvc repro` trains it by default (its
+    data split, params and threads), serving a drawn 7 and naming its true architecture."""
+    params = parse_params(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    train, _ = split_digits(load_bundled_digits(), params.data)
+    result = train_model(train, params.model, params.train, params.runtime.threads)
+    model_path = tmp_path / "model.safetensors"
+    save_model(result.model, result.config, model_path)
+    hidden = "-".join(str(width) for width in params.model.hidden)
+    with serving(model_path, tmp_path) as url, browser_page(chromium, url) as page:
+        draw(page, SEVEN)
+        assert shown(page)[0] == "7"
+        page.wait_for_function(
+            "!document.getElementById('model-info').textContent.startsWith('Loading')"
+        )
+        assert page.inner_text("#model-info").startswith(f"Model: mlp (hidden {hidden}; ")
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            page.screenshot(path=str(SCREENSHOT))
 
 
 def test_clear_empties_the_pad_and_the_answer(page):
