@@ -358,7 +358,12 @@ def test_dvc_exp_run_takes_a_recipe_by_name(tmp_path, tiny_params):
     _, config = load_model(repo / "data/model.safetensors")
     assert config.hidden == (48,)
     shown = json.loads(run_stdout(repo, "dvc", "exp", "show", "--json"))
-    names = [rev["name"] for exp in shown[0]["experiments"] or [] for rev in exp["revs"]]
+    names = [
+        rev["name"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        for rev in experiment["revs"]
+    ]
     assert "wider" in names
 
 
