@@ -23,8 +23,7 @@ _IGNORED_NAMES = shutil.ignore_patterns(
     ".ruff_cache",
     ".hypothesis",
     "*.egg-info",
-    "timing.json",  # wall-clock files of dvclive/: git-ignored
-    "epoch_seconds.tsv",
+    "dvclive",
 )
 
 

@@ -262,6 +262,8 @@ def test_train_command_with_every_option(tmp_path, monkeypatch, tiny_params):
     # DVCLive's folder, at the default path that dvc.yaml declares.
     summary = json.loads((tmp_path / "dvclive/metrics.json").read_text())
     assert set(summary) == {"train", "val"}  # headline numbers only
+    # ...copied where git keeps it (metrics/train.json, the DVC metric of dvc.yaml)
+    assert json.loads((tmp_path / "metrics/train.json").read_text()) == summary
     assert set(summary["val"]) == {"loss", "accuracy"}
     run_facts = json.loads((tmp_path / "dvclive/run.json").read_text())
     assert run_facts["epochs"] == 3

@@ -28,6 +28,7 @@ from mnist_pipeline.cli.common import (
     PREPARED_TRAIN,
     RAW_TEST,
     RAW_TRAIN,
+    TRAIN_METRICS,
     ParamsOption,
     check_outputs,
     fail_cleanly,
@@ -113,6 +114,9 @@ def train(
     live_dir: Annotated[
         Path, typer.Option(help="DVCLive folder for per-epoch curves and timings.")
     ] = LIVE_DIR,
+    metrics: Annotated[
+        Path, typer.Option(help="Where to copy the last epoch's loss and accuracy (JSON).")
+    ] = TRAIN_METRICS,
     checkpoint_dir: Annotated[
         Path, typer.Option(help="Folder of the checkpoint of an unfinished run.")
     ] = CHECKPOINT_DIR,
@@ -121,8 +125,9 @@ def train(
     """Train the network on the prepared training tensors and write the model file.
 
     Reads params `model.*`, `train.*` and `runtime.threads`. Writes a safetensors model
-    file holding the weights and the architecture config, and per-epoch curves (loss,
-    accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder.
+    file holding the weights and the architecture config, curves per epoch (loss,
+    accuracy, validation accuracy, lr, epoch time) plus timings to the DVCLive folder, and
+    its summary (the last epoch's loss and accuracy) to --metrics as well.
     Writes a checkpoint every 10 s of training (and on Ctrl-C) and resumes from it when
     run again with the same params; a finished run deletes it. Under `torchrun` it trains
     data-parallel; rank 0 writes the files. Shows a progress bar on a terminal, one line
@@ -135,6 +140,7 @@ def train(
         # Before torch loads (the import below), since the libraries read the pins once.
         use_native_kernels()
 
+    from mnist_pipeline.core.artifacts import atomic_output
     from mnist_pipeline.training import run as stage
     from mnist_pipeline.training.distributed import rank_from_env
     from mnist_pipeline.training.progress import epoch_reporter
@@ -164,6 +170,10 @@ def train(
             )
         raise typer.Exit(130) from None
     if is_main:
+        # DVCLive's summary, again where git keeps it: dvclive/ is cached, so a fresh clone
+        # has no dvclive/metrics.json for `dvc metrics diff` to compare with.
+        with atomic_output(metrics) as tmp:
+            tmp.write_bytes((live_dir / "metrics.json").read_bytes())
         say(f"wrote {model} (final loss {result.history[-1].train_loss:.4f})")
 
 
@@ -243,8 +253,8 @@ def restore(params: ParamsOption = PARAMS) -> None:
 
     For after a failed `dvc exp run` or `dvc repro` (a bad param, a crash): DVC deletes a
     stage's outputs before running it, and `dvc exp run -S` has already rewritten
-    params.yaml. Restores params.yaml, dvc.lock, metrics/, the plot tables and dvclive/
-    with git, and the model, predictions and pictures with `dvc checkout`. Leaves every
+    params.yaml. Restores params.yaml, dvc.lock, metrics/ and the plot tables with git,
+    and the model, predictions, pictures and dvclive/ with `dvc checkout`. Leaves every
     other file alone (your code edits stay); drops a crashed run's checkpoint.
     """
     from mnist_pipeline.cli import restore as stage

@@ -10,13 +10,15 @@
 The files are written here rather than through the dvclive package: its import costs
 about a second of train's start-up, it needs a private hook to run in a git repo with no
 commit yet, and this layout is all that `dvc plots show`, `dvc metrics show` and
-`dvc exp show` read (they know nothing of dvclive). The folder is a DVC output of the
-train stage kept in git (`cache: false`), so `dvc metrics diff` and `dvc plots diff` work
-in a fresh clone and `dvc exp apply` switches it as a whole. metrics.json holds only the
-headline numbers, so `dvc exp show` stays narrow. Its curves depend only on the training,
-so its hash is the same on every run; the two wall-clock files are listed in .dvcignore
-and .gitignore, so neither DVC nor git records them: they are no DVC metric or plot, and
-describe the last run in this workspace only. No run leaves git or dvc.lock modified.
+`dvc exp show` read (they know nothing of dvclive). The folder is a cached DVC output of
+the train stage, switched as a whole by `dvc checkout` and `dvc exp apply`; the train
+command copies metrics.json to metrics/train.json, which git keeps, so that `dvc metrics
+diff` has it in a fresh clone too. metrics.json holds only the headline numbers, so `dvc
+exp show` stays narrow. The curves depend only on the training, so the folder's hash is
+the same on every run; the two wall-clock files are listed in .dvcignore, so DVC neither
+hashes nor caches them, and git ignores the folder: they are no DVC metric or plot and
+describe the last run in this workspace only (`dvc checkout` of the folder removes
+them). No run leaves git or dvc.lock modified.
 """
 
 from __future__ import annotations
