@@ -11,14 +11,13 @@ from torch import nn
 
 from mnist_pipeline.core.digits import IMAGE_SIDE, N_CLASSES, PIXELS
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import MAX_MEMBERS, ModelParams
+from mnist_pipeline.core.params import MAX_CNN_BLOCKS, MAX_MEMBERS, ModelParams
 from mnist_pipeline.model.ensemble import Ensemble
 
 # Mean and std of MNIST training pixels scaled to [0, 1]; standardising with them is
 # the usual first fix to the tutorial, which fed raw 0-255 values to the network.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FORMAT_VERSION = 1
-MAX_CNN_BLOCKS = 4  # each block halves the side: 28 -> 14 -> 7 -> 3 -> 1
 
 
 @dataclass(frozen=True)
