@@ -33,7 +33,7 @@ from mnist_pipeline.core.digits import Digits
 from mnist_pipeline.core.params import DataParams, Params
 from mnist_pipeline.data.split import load_bundled_digits, split_digits
 from mnist_pipeline.model.model_file import load_model, save_model
-from mnist_pipeline.model.networks import ModelConfig, build_model, scale_pixels
+from mnist_pipeline.model.networks import build_model, scale_pixels
 from mnist_pipeline.model.predict import class_probabilities
 from mnist_pipeline.training.checkpoint import Checkpoint
 from tests.conftest import kill_tree, synthetic_digits, training_env
@@ -109,7 +109,7 @@ def test_every_recipe_builds_at_every_size(name, device):
     params = recipe(name, device)
     assert params.train.val_size < params.data.train_size
     with torch.device("meta"):
-        build_model(ModelConfig.from_params(params.model))
+        build_model(params.model)
 
 
 @pytest.fixture(scope="module")
