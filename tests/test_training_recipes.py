@@ -184,6 +184,9 @@ def test_label_smoothing_matches_cross_entropy():
         classification_loss(log_probs, labels, 0.2),
         F.cross_entropy(logits, labels, label_smoothing=0.2),
     )
+    # The hand-written formula it replaced: (1 - eps) NLL + eps x mean over classes of -log p.
+    by_hand = 0.8 * F.nll_loss(log_probs, labels) + 0.2 * -log_probs.mean(dim=1).mean()
+    torch.testing.assert_close(classification_loss(log_probs, labels, 0.2), by_hand)
 
 
 def test_params_reject_best_without_validation_and_unordered_scale(repo_params):
