@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.limits import MAX_SAFETENSORS_HEADER_BYTES
+from mnist_pipeline.core.limits import MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSOR_RANK
 
-MAX_RANK = 8  # dimensions of one tensor; ours have at most 4
 # Bytes per element, only to name the entry that the library refused (it does not say).
 ITEM_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
@@ -69,7 +68,7 @@ def read_safetensors_header(path: Path, what: str) -> SafetensorsHeader:
         where = _refused_entry(path, header_size)
         raise refuse(f"{where or 'its header at byte offset 8'}: {problem}") from None
     for name, info in tensors.items():
-        if len(info.shape) > MAX_RANK:
+        if len(info.shape) > MAX_TENSOR_RANK:
             raise refuse(f"tensor '{name[:80]}' has {len(info.shape)} dimensions")
     return SafetensorsHeader(tensors, metadata)
 
