@@ -46,7 +46,7 @@ def test_a_cnn_needs_conv_blocks_an_mlp_none(repo_params):
     params = copy.deepcopy(repo_params)
     params["model"].update(arch="cnn", channels=[])
     with pytest.raises(
-        PipelineError, match=r"'model.channels' should have 1 to 4 items for arch cnn"
+        PipelineError, match=r"'model.channels' should have 1 to 4 items for arch 'cnn'"
     ):
         parse_params(params)
     params["model"]["arch"] = "mlp"  # as an mlp's model file stores it

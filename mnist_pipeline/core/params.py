@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -89,7 +90,7 @@ class ModelParams(_Section):
     @classmethod
     def _cnn_needs_blocks(cls, channels: list[int], info: ValidationInfo) -> list[int]:
         if info.data.get("arch") == "cnn" and not channels:
-            raise ValueError(f"should have 1 to {MAX_CNN_BLOCKS} items for arch cnn")
+            raise ValueError(f"should have 1 to {MAX_CNN_BLOCKS} items for arch 'cnn'")
         return channels
 
 
@@ -221,7 +222,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         raise PipelineError(f"{source}: {describe_error(errors[0])}") from None
 
 
-def describe_error(error: dict) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
     """Turn pydantic's first error into a sentence that names the dotted key."""
     loc = [shown(str(part)).strip("'") for part in error["loc"]]  # a key may be huge
     key = ".".join(loc)
