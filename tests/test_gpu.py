@@ -127,7 +127,7 @@ def split(digits: Digits, params: Params, device: str) -> tuple[Digits, Digits]:
 
 @dataclass
 class Trained:
-    bytes: bytes
+    model: bytes  # the model file
     checkpoints: list[bytes]  # after every epoch, as torch.save wrote them
 
 
@@ -156,7 +156,7 @@ def train(params: Params, digits: Digits, *, bf16: bool, tmp_path: Path, **optio
         )  # fmt: skip
     alerts = [str(w.message) for w in caught if any(a in str(w.message) for a in ALERTS)]
     assert not alerts, alerts
-    return result, Trained(model_bytes(result, tmp_path), saved)
+    return result, Trained(model=model_bytes(result, tmp_path), checkpoints=saved)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_same_bytes_twice(device, name, precision, all_digits, first_runs, tmp_p
     first = first_runs.get((device, name, precision))  # None when run alone
     first = first or train(params, train_digits, bf16=bf16, tmp_path=tmp_path)[1]
     again = train(params, train_digits, bf16=bf16, tmp_path=tmp_path)[1]
-    assert again.bytes == first.bytes
+    assert again.model == first.model
 
 
 @pytest.mark.timeout(900)
@@ -244,7 +244,7 @@ def test_resume_in_process(device, precision, all_digits, first_runs, tmp_path):
         state = torch.load(io.BytesIO(first.checkpoints[epoch - 1]), weights_only=True)
         resume = Checkpoint.from_dict(state)
         resumed = train(params, train_digits, bf16=bf16, tmp_path=tmp_path, resume=resume)[1]
-        assert resumed.bytes == first.bytes, f"resumed after epoch {epoch}"
+        assert resumed.model == first.model, f"resumed after epoch {epoch}"
 
 
 @pytest.mark.gpu
@@ -338,7 +338,9 @@ class Processes:
     def kill_then_rerun(self, name: str, recipe_name: str, **options) -> str:
         """Kill -9 every process once rank 0 has finished `kill_after` epochs, run again."""
         processes = self.start(name, recipe_name, checkpoint=True, **options)
-        for line in processes[0].stderr:  # the checkpoint is written before the line
+        stderr = processes[0].stderr
+        assert stderr is not None
+        for line in stderr:  # the checkpoint is written before the line
             if line.startswith(f"Epoch [{SIZES[self.device].kill_after}/"):
                 break
         for process in processes:
@@ -347,7 +349,7 @@ class Processes:
         assert not (self.folder / f"{name}.safetensors").exists()
         return self.run(name, recipe_name, checkpoint=True, **options)
 
-    def bytes(self, name: str) -> bytes:
+    def model_file(self, name: str) -> bytes:
         return (self.folder / f"{name}.safetensors").read_bytes()
 
     def seen(self, name: str) -> dict:
@@ -366,7 +368,7 @@ def processes(request, tmp_path_factory, all_digits) -> Processes:
 def test_resume_after_kill_9(processes):
     stderr = processes.kill_then_rerun("killed", "short")
     assert "resuming from" in stderr
-    assert processes.bytes("killed") == processes.bytes("one")
+    assert processes.model_file("killed") == processes.model_file("one")
 
 
 @pytest.mark.timeout(600)
@@ -374,7 +376,7 @@ def test_torchrun_one_process(processes):
     processes.run("torchrun", "short", torchrun=True)
     wanted = "nccl" if processes.device == "cuda" else "gloo"
     assert processes.seen("torchrun")["backend"] == wanted
-    assert processes.bytes("torchrun") == processes.bytes("one")
+    assert processes.model_file("torchrun") == processes.model_file("one")
 
 
 @pytest.mark.timeout(900)
@@ -401,4 +403,4 @@ def test_two_ranks_train_as_one_and_resume_after_kill_9(processes):
         assert abs(accuracy["two"] - accuracy["single"]) <= 0.01, accuracy
     stderr = processes.kill_then_rerun("two-killed", "ddp", ranks=2, backend="gloo")
     assert "resuming from" in stderr
-    assert processes.bytes("two-killed") == processes.bytes("two")
+    assert processes.model_file("two-killed") == processes.model_file("two")

@@ -99,8 +99,8 @@ def prepare(
     if test_data is None:
         test_data = Path(inputs.test)
         test_labels = test_labels or stage.labels_file(test_data, Path(inputs.test_labels))
-    inputs = [train_data, test_data, train_labels, test_labels]
-    check_outputs([train_out, test_out], inputs=inputs)  # before any work
+    read = [train_data, test_data, train_labels, test_labels]
+    check_outputs([train_out, test_out], inputs=read)  # before any work
     train, test = stage.run(train_data, test_data, train_out, test_out, train_labels, test_labels)
     say(f"prepared {len(train.images)} training and {len(test.images)} test images")
 

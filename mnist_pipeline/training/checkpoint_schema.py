@@ -29,12 +29,12 @@ def validate_checkpoint(obj: Any) -> str | None:
     """
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
         return f"not a checkpoint of format version {FORMAT_VERSION}"
-    expected = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "made_with": dict, "epoch": int, "model": dict, "optimizer": dict,
         "schedule": (dict, type(None)), "rng": dict, "history": list,
         "best_model": (dict, type(None)),
     }  # fmt: skip
-    for key, kind in expected.items():
+    for key, kind in kinds.items():
         if not isinstance(obj.get(key), kind):
             return f"'{key}' is missing or of the wrong type"
     if not 1 <= obj["epoch"] == len(obj["history"]):

@@ -102,7 +102,8 @@ def train_model(
         torch.manual_seed(stream_seed(seed, f"dropout of rank {cluster.rank}"))
     # channels_last lets oneDNN pick faster conv kernels (measured: bench/profile_train.py).
     memory_format = torch.channels_last if model_params.arch == "cnn" else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
+    # torch's stubs omit Module.to's memory_format, which it documents and accepts.
+    model = model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     data = training_data(digits, train_params, device, memory_format)
     n_train = len(data.train_labels)  # after the validation split
     batch_size = global_batch_size(train_params, n_train, cluster)
