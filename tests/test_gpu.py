@@ -105,9 +105,11 @@ def recipe(name: str, device: str) -> Params:
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 @pytest.mark.parametrize("name", ["default", "best", "short", "ddp"])
 def test_every_recipe_builds_at_every_size(name, device):
-    """Params validate and the network builds (on the meta device: no memory)."""
+    """Params validate, the split fits the 5,000 bundled digits, and the network builds
+    (on the meta device: no memory)."""
     params = recipe(name, device)
     assert params.train.val_size < params.data.train_size
+    assert params.data.train_size + SIZES[device].test <= 5000
     with torch.device("meta"):
         build_model(params.model)
 
