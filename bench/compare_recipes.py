@@ -36,22 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = recipe_overrides("fast", folder=ROOT / RECIPE_DIR)
 BEST = recipe_overrides("best", folder=ROOT / RECIPE_DIR)
 
-# The `best` recipe before ensembles: one cnn, 15 epochs, on 4,000 digits.
-OLD_BEST = {
-    "data.train_size": 4000,
-    "model.arch": "cnn",
-    "model.channels": [32, 64, 128],
-    "model.hidden": [128],
-    "model.dropout": 0.3,
-    "train.epochs": 15,
-    "train.lr": 0.005,
-    "train.batch_size": 128,
-    "train.schedule": "onecycle",
-    "train.label_smoothing": 0.1,
-    "train.val_size": 500,
-    "train.augment.enabled": True,
-}
-
 
 def recipe_params(overrides: dict[str, object]) -> Params:
     """params.yaml with dotted-key overrides applied, as `dvc exp run -S` would."""

@@ -19,12 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.core.params import ModelParams
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.serving.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, RawPixelsClassifier
 
 NETWORKS = {
-    "mlp 392-196-98 (default)": ModelConfig("mlp", (392, 196, 98), 0.2),
-    "cnn 32-64-128, 128 (best)": ModelConfig("cnn", (128,), 0.3, (32, 64, 128)),
+    "mlp 392-196-98 (default)": ModelParams(
+        arch="mlp", hidden=[392, 196, 98], dropout=0.2, channels=[]
+    ),
+    "cnn 32-64-128, 128 (best)": ModelParams(
+        arch="cnn", hidden=[128], dropout=0.3, channels=[32, 64, 128]
+    ),
 }
 
 

@@ -17,7 +17,7 @@ import torch
 from compare_recipes import BEST, recipe_params  # run as a script: bench/ is on sys.path
 
 from mnist_pipeline.data.split import load_bundled_digits
-from mnist_pipeline.model.networks import ModelConfig, build_model, standardize
+from mnist_pipeline.model.networks import build_model, standardize
 from mnist_pipeline.training.augment import augment_images, draw_augmentation
 from mnist_pipeline.training.optimization import classification_loss, make_optimizer
 from mnist_pipeline.training.runtime import make_deterministic
@@ -34,7 +34,7 @@ def epoch_times(epochs: int, channels_last: bool, threads: int, compiled: bool) 
     images = torch.from_numpy(digits.images[:N_IMAGES]).float() / 255  # (N, 1, 28, 28)
     labels = torch.from_numpy(digits.labels[:N_IMAGES])
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(ModelConfig.from_params(params.model)).to(memory_format=memory_format)
+    model = build_model(params.model).to(memory_format=memory_format)
     optimizer = make_optimizer(model.parameters(), params.train)
     forward = torch.compile(model) if compiled else model
     generator = torch.Generator().manual_seed(0)

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from root
 
-from bench.compare_recipes import BEST, FAST, OLD_BEST, recipe_params
+from bench.compare_recipes import BEST, FAST, recipe_params
 from mnist_pipeline.core.digits import Digits
 from mnist_pipeline.core.params import DataParams
 from mnist_pipeline.data.split import load_bundled_digits, split_digits
@@ -56,7 +56,6 @@ RECIPES: dict[str, dict[str, object]] = {
     "fast-batch128": FAST | {"train.batch_size": 128},
     "best-affine-20": BEST | {"train.epochs": 20, "train.augment.elastic_alpha": 0.0},
     "best-affine-30": BEST | {"train.augment.elastic_alpha": 0.0},
-    "old-best": OLD_BEST,
 }
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +126,26 @@ def reproducible_hashes(repo: Path) -> dict[str, str]:
     """Every output hash in dvc.lock: all are byte-stable (wall-clock files are dvcignored)."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
+
+
+def training_env(**extra: str) -> dict[str, str]:
+    """The environment of a training subprocess: this checkout importable, this venv's
+    python and torchrun first on PATH, and a checkpoint after every epoch (not every 10 s
+    of training), so that a kill a few seconds in finds one."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), MNIST_PIPELINE_CHECKPOINT_SECONDS="0")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env | extra
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun starts each worker in its own
+    session, so killing torchrun's process group would leave them running)."""
+    children = []
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir() if tasks.is_dir() else []:
+        with contextlib.suppress(OSError):  # the task ended meanwhile
+            children += [int(child) for child in (task / "children").read_text().split()]
+    for child in children:
+        kill_tree(child)
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.kill(pid, signal.SIGKILL)

@@ -124,10 +124,11 @@ def model_with_config(folder: Path, change: dict, name: str = "model.safetensors
     import torch
     from safetensors.torch import save_file
 
+    from mnist_pipeline.core.params import ModelParams
     from mnist_pipeline.model.model_file import _CONFIG_KEY, save_model
-    from mnist_pipeline.model.networks import ModelConfig, build_model
+    from mnist_pipeline.model.networks import build_model
 
-    config = ModelConfig(arch="mlp", hidden=(8,), dropout=0.1)
+    config = ModelParams(arch="mlp", hidden=[8], dropout=0.1, channels=[])
     path = folder / name
     torch.manual_seed(0)
     save_model(build_model(config), config, path)

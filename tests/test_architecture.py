@@ -1,5 +1,6 @@
-"""The layout keeps its promises: core imports nothing above it, no import cycles, and no
-module grows past ~300 lines (docs/architecture.md)."""
+"""The layout keeps its promises: core imports nothing above it, no import cycles, no
+helper package imports an entry point, and no module grows past ~300 lines
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import ast
 from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "mnist_pipeline"
-# cli.py is a flat list of thin typer commands, one per stage plus serve/export/plots-template.
-LONGEST = {"mnist_pipeline/cli/": 400}
 MAX_LINES = 320
+# Entry points that a package must never import, lazily or not: the stage modules (they
+# pin kernels and parse argv), and for the library packages also the CLI layer.
+FORBIDDEN = {
+    "mnist_pipeline": ("stages",),
+    **{
+        f"mnist_pipeline.{package}": ("stages", "mnist_pipeline.cli")
+        for package in ("core", "data", "formats", "model", "training", "reports", "serving")
+    },
+}
 
 
 def _module_name(path) -> str:
@@ -78,4 +86,35 @@ def test_no_module_is_too_long():
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(REPO_ROOT).as_posix()
         lines = len(path.read_text().splitlines())
-        assert lines <= LONGEST.get(relative, MAX_LINES), f"{relative}: {lines} lines"
+        assert lines <= MAX_LINES, f"{relative}: {lines} lines"
+
+
+def forbidden_imports(module: str, source: str) -> list[str]:
+    """What `module` imports anywhere in `source` (functions too) that FORBIDDEN refuses it."""
+    refused = next(
+        (names for package, names in sorted(FORBIDDEN.items(), reverse=True)
+         if module == package or module.startswith(f"{package}.")),
+        (),
+    )  # fmt: skip
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+    return [name for name in found for bad in refused if name == bad or name.startswith(f"{bad}.")]
+
+
+def test_no_package_imports_an_entry_point():
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        assert not forbidden_imports(module, path.read_text()), module
+
+
+def test_the_entry_point_check_finds_lazy_imports():
+    lazy = "def f():\n    from stages.predict import main\n    import mnist_pipeline.cli.app\n"
+    assert forbidden_imports("mnist_pipeline.serving.x", lazy) == [
+        "stages.predict",
+        "mnist_pipeline.cli.app",
+    ]
+    assert forbidden_imports("mnist_pipeline.cli.app", lazy) == ["stages.predict"]

@@ -39,9 +39,9 @@ from tests.conftest import (
     TINY_CNN,
     synthetic_digits,
     tiny_checkpoint,
+    training_env,
     write_params,
 )
-from tests.dvc_repo import command_env
 
 # The tutorial's recipe (mlp, full batch, adam) and every option at once (cnn, augmentation,
 # mini-batches, onecycle, validation split, keep=best).
@@ -219,12 +219,10 @@ def test_train_command_resumes_after_a_crash_and_cleans_up(tmp_path, monkeypatch
 
 
 def _start_training(workdir: Path) -> subprocess.Popen:
-    # A checkpoint after every epoch (not every 10 s), so that a kill finds one.
-    env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_pipeline", "train", "--train-data", "train.safetensors"],
         cwd=workdir,
-        env=env,
+        env=training_env(),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

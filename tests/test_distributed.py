@@ -5,7 +5,6 @@ that resume after kill -9 to the same bytes."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -29,10 +28,11 @@ from tests.conftest import (
     REPO_ROOT,
     TINY_CNN,
     TINY_MLP,
+    kill_tree,
     synthetic_digits,
+    training_env,
     write_params,
 )
-from tests.dvc_repo import command_env
 
 
 @pytest.mark.parametrize(("n_images", "world_size"), [(10, 2), (11, 2), (7, 3), (5, 1)])
@@ -87,22 +87,10 @@ def _torchrun(workdir, *options: str, nproc: int = 2, **popen) -> subprocess.Pop
         "mnist_pipeline",
         "train",
     ]
-    # A checkpoint after every epoch: the kill tests kill runs of a few seconds.
-    env = command_env() | {"PYTHONPATH": str(REPO_ROOT), "MNIST_PIPELINE_CHECKPOINT_SECONDS": "0"}
     return subprocess.Popen(
-        [*command, *options], cwd=workdir, env=env, text=True, stderr=subprocess.PIPE, **popen
-    )
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (torchrun starts each worker in its own
-    session, so killing torchrun's process group would leave them running)."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(child) for child in (task / "children").read_text().split()]
-    for child in children:
-        _kill_tree(child)
-    os.kill(pid, signal.SIGKILL)
+        [*command, *options], cwd=workdir, env=training_env(), text=True,
+        stderr=subprocess.PIPE, **popen,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +156,7 @@ def test_torchrun_killed_then_rerun_gives_the_same_model(two_runs):
     killed = _torchrun(two_runs, *options)
     for line in killed.stderr:  # rank 0 writes the checkpoint before the epoch's line
         if line.startswith("Epoch [3/8]"):
-            _kill_tree(killed.pid)  # torchrun and both workers at once: a lost machine
+            kill_tree(killed.pid)  # torchrun and both workers at once: a lost machine
             break
     assert killed.wait() == -signal.SIGKILL
     assert (two_runs / "data/checkpoint-3/train.pt").is_file()
@@ -211,7 +199,7 @@ def test_three_ranks_killed_then_rerun_give_the_same_model(three_ranks):
     killed = _torchrun(three_ranks, *options, nproc=3)
     for line in killed.stderr:  # rank 0 writes the checkpoint before the epoch's line
         if line.startswith("Epoch [3/6]"):
-            _kill_tree(killed.pid)
+            kill_tree(killed.pid)
             break
     assert killed.wait() == -signal.SIGKILL
     again = _torchrun(three_ranks, *options, nproc=3)

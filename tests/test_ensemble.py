@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.core.artifacts import save_prepared
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import parse_params
+from mnist_pipeline.core.params import ModelParams, parse_params
 from mnist_pipeline.model.ensemble import Ensemble, mean_of_probabilities, summed_member_losses
 from mnist_pipeline.model.model_file import load_model, save_model
-from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.model.predict import class_probabilities
 from mnist_pipeline.training import cpu_bf16, runtime
 from mnist_pipeline.training.augment import augment_images, draw_augmentation
@@ -37,8 +37,8 @@ def _params(repo_params: dict, model: dict | None = None, train: dict | None = N
     return parse_params(raw)
 
 
-def _config(members: int) -> ModelConfig:
-    return ModelConfig(arch="cnn", hidden=(16,), dropout=0.1, channels=(4, 8), members=members)
+def _config(members: int) -> ModelParams:
+    return ModelParams(arch="cnn", hidden=[16], dropout=0.1, channels=[4, 8], members=members)
 
 
 def test_eval_forward_is_the_log_of_the_mean_probability():
@@ -165,7 +165,8 @@ def test_files_with_a_wrong_ensemble_are_refused(tmp_path):
     save_model(build_model(_config(1)), _config(2), path)  # says 2 members, holds 1
     with pytest.raises(PipelineError, match="weights do not fit"):
         load_model(path)
-    huge = ModelConfig(arch="cnn", hidden=(16,), dropout=0.1, channels=(4, 8), members=10_000)
+    # Past the schema's bound (model_copy does not validate), as a hostile file could say.
+    huge = _config(1).model_copy(update={"members": 10_000})
     save_model(build_model(_config(1)), huge, path)
     # Refused by the params schema's bound, before anything is built (docs/safety.md).
     with pytest.raises(PipelineError, match=r"m.safetensors: .*'members' .* 16 \(got 10000\)"):
@@ -278,11 +279,12 @@ def test_onnx_export_of_an_ensemble_gives_its_probabilities(tmp_path):
 
 
 def test_tta_averages_the_image_and_its_four_one_pixel_shifts():
+    from mnist_pipeline.core.params import ModelParams
     from mnist_pipeline.model.ensemble import shifted_views
-    from mnist_pipeline.model.networks import MNIST_MEAN, MNIST_STD, ModelConfig, build_model
+    from mnist_pipeline.model.networks import MNIST_MEAN, MNIST_STD, build_model
 
     torch.manual_seed(0)
-    config = ModelConfig(arch="mlp", hidden=(16,), dropout=0.0, tta=True)
+    config = ModelParams(arch="mlp", hidden=[16], dropout=0.0, channels=[], tta=True)
     model = build_model(config).eval()
     images = torch.randn(3, 1, 28, 28)
     background = -MNIST_MEAN / MNIST_STD
@@ -300,12 +302,13 @@ def test_tta_averages_the_image_and_its_four_one_pixel_shifts():
 
 
 def test_tta_round_trips_through_the_model_file_and_leaves_plain_files_alone(tmp_path):
-    from mnist_pipeline.model.model_file import load_model, save_model
-    from mnist_pipeline.model.networks import ModelConfig, build_model
+    from mnist_pipeline.core.params import ModelParams
+    from mnist_pipeline.model.model_file import load_model, save_model, saved_fields
+    from mnist_pipeline.model.networks import build_model
 
-    plain = ModelConfig(arch="mlp", hidden=(8,), dropout=0.0)
-    assert "tta" not in plain.saved_fields()
-    config = ModelConfig(arch="mlp", hidden=(8,), dropout=0.0, tta=True)
+    plain = ModelParams(arch="mlp", hidden=[8], dropout=0.0, channels=[])
+    assert "tta" not in saved_fields(plain)
+    config = ModelParams(arch="mlp", hidden=[8], dropout=0.0, channels=[], tta=True)
     save_model(build_model(config), config, tmp_path / "model.safetensors")
     model, loaded = load_model(tmp_path / "model.safetensors")
     assert loaded.tta is True

@@ -21,14 +21,14 @@ from PIL import Image
 
 from mnist_pipeline.core.artifacts import save_prepared
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import load_params
+from mnist_pipeline.core.params import ModelParams, load_params
 from mnist_pipeline.core.predictions import read_predictions
 from mnist_pipeline.formats import read_digits
 from mnist_pipeline.formats.csv_digits import write_csv_digits
 from mnist_pipeline.formats.idx import write_idx
 from mnist_pipeline.formats.images import read_image_bytes
 from mnist_pipeline.model.model_file import load_model, save_model
-from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.training.checkpoint import _decode
 from tests.conftest import REPO_ROOT, synthetic_digits
 from tests.hostile_files import predictions_with
@@ -127,7 +127,7 @@ def test_idx_gzip_of_random_content(tmp_path, content):
 @pytest.fixture(scope="module")
 def model_bytes(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    config = ModelConfig(arch="cnn", hidden=(8,), dropout=0.1, channels=(2, 4))
+    config = ModelParams(arch="cnn", hidden=[8], dropout=0.1, channels=[2, 4])
     save_model(build_model(config), config, path)
     return path.read_bytes()
 

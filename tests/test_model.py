@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.core.params import ModelParams
 from mnist_pipeline.model.model_file import load_model, save_model
-from mnist_pipeline.model.networks import MLP, ModelConfig, build_model, scale_pixels
+from mnist_pipeline.model.networks import MLP, build_model, scale_pixels
 
 
 def test_mlp_is_the_tutorials_network():
@@ -37,7 +38,7 @@ def test_scale_pixels_standardises_uint8():
 
 
 def test_model_file_round_trip(tmp_path):
-    config = ModelConfig(arch="mlp", hidden=(16, 8), dropout=0.1)
+    config = ModelParams(arch="mlp", hidden=[16, 8], dropout=0.1, channels=[])
     torch.manual_seed(0)
     model = build_model(config).eval()
     path = tmp_path / "model.safetensors"
@@ -50,7 +51,7 @@ def test_model_file_round_trip(tmp_path):
 
 
 def test_saving_twice_gives_identical_bytes(tmp_path):
-    config = ModelConfig(arch="mlp", hidden=(16,), dropout=0.0)
+    config = ModelParams(arch="mlp", hidden=[16], dropout=0.0, channels=[])
     model = build_model(config)
     save_model(model, config, tmp_path / "a.safetensors")
     save_model(model, config, tmp_path / "b.safetensors")
@@ -77,9 +78,11 @@ def test_pickled_model_is_refused_without_running_it(tmp_path):
 
 
 def test_weights_of_the_wrong_shape_are_refused(tmp_path):
-    config = ModelConfig(arch="mlp", hidden=(16,), dropout=0.0)
+    config = ModelParams(arch="mlp", hidden=[16], dropout=0.0, channels=[])
     path = tmp_path / "model.safetensors"
-    save_model(build_model(ModelConfig(arch="mlp", hidden=(32,), dropout=0.0)), config, path)
+    save_model(
+        build_model(ModelParams(arch="mlp", hidden=[32], dropout=0.0, channels=[])), config, path
+    )
     with pytest.raises(PipelineError, match="weights do not fit the 'mlp' network"):
         load_model(path)
 

@@ -42,6 +42,17 @@ def test_bad_values_name_the_key(repo_params, section, key, value, message):
         parse_params(params)
 
 
+def test_a_cnn_needs_conv_blocks_an_mlp_none(repo_params):
+    params = copy.deepcopy(repo_params)
+    params["model"].update(arch="cnn", channels=[])
+    with pytest.raises(
+        PipelineError, match=r"'model.channels' should have 1 to 4 items for arch 'cnn'"
+    ):
+        parse_params(params)
+    params["model"]["arch"] = "mlp"  # as an mlp's model file stores it
+    assert parse_params(params).model.channels == []
+
+
 def test_typo_suggests_the_real_key(repo_params):
     params = copy.deepcopy(repo_params)
     params["train"]["epoch"] = params["train"].pop("epochs")

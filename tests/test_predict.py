@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mnist_pipeline.core.params import ModelParams
 from mnist_pipeline.core.predictions import PROBABILITY_COLUMNS
-from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.model.predict import class_probabilities, predictions_table
 
 
 @pytest.fixture
 def model():
-    return build_model(ModelConfig(arch="mlp", hidden=(32,), dropout=0.5))
+    return build_model(ModelParams(arch="mlp", hidden=[32], dropout=0.5, channels=[]))
 
 
 def test_probabilities_are_deterministic_because_dropout_is_off(model, digits):

@@ -56,6 +56,6 @@ def test_artifacts_get_fetches_the_model_from_a_git_url(tmp_path, tiny_params):
     fetched = consumer / "models" / "mnist.safetensors"
     assert fetched.read_bytes() == (repo / MODEL).read_bytes()
     _, config = load_model(fetched)
-    assert config.hidden == tuple(tiny_params["model"]["hidden"])
+    assert config.hidden == tiny_params["model"]["hidden"]
     run(consumer, "dvc", "artifacts", "get", str(repo), NAME, "--rev", "v1.0.0", "-o", "v1.st")
     assert (consumer / "v1.st").read_bytes() == fetched.read_bytes()

@@ -21,7 +21,7 @@ def _train(digits, **overrides):
 
 def test_training_learns_the_synthetic_digits(digits):
     model, config, losses = _train(digits)
-    assert config.hidden == (32, 16)
+    assert config.hidden == [32, 16]
     assert len(losses) == 15
     assert losses[-1] < losses[0] / 2
     assert not model.training  # returned ready for prediction

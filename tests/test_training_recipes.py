@@ -26,8 +26,8 @@ from mnist_pipeline.core.recipes import (
     recipe_overrides,
     with_overrides,
 )
-from mnist_pipeline.model.model_file import load_model, save_model
-from mnist_pipeline.model.networks import CNN, ModelConfig, build_model, scale_pixels
+from mnist_pipeline.model.model_file import load_model, save_model, saved_fields
+from mnist_pipeline.model.networks import CNN, build_model, scale_pixels
 from mnist_pipeline.training.augment import augment_images, draw_augmentation
 from mnist_pipeline.training.batches import split_validation
 from mnist_pipeline.training.loop import score, train_model
@@ -64,18 +64,19 @@ def test_cnn_shapes_and_parameter_count():
 
 @pytest.mark.parametrize("channels", [(4,), (4, 8, 8, 8)])
 def test_cnn_takes_one_to_four_blocks(channels):
-    model = build_model(ModelConfig(arch="cnn", hidden=(8,), dropout=0.0, channels=channels))
+    model = build_model(ModelParams(arch="cnn", hidden=[8], dropout=0.0, channels=list(channels)))
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_mlp_config_ignores_channels(repo_params):
-    config = ModelConfig.from_params(_params(repo_params).model)
+def test_the_mlp_file_has_no_channels(repo_params):
+    config = _params(repo_params).model
     assert config.arch == "mlp"
-    assert config.channels == ()
+    assert config.channels  # params.yaml has them, for `-S model.arch=cnn`
+    assert saved_fields(config)["channels"] == []
 
 
 def test_cnn_model_file_round_trip(tmp_path):
-    config = ModelConfig(arch="cnn", hidden=(16,), dropout=0.1, channels=(4, 8))
+    config = ModelParams(arch="cnn", hidden=[16], dropout=0.1, channels=[4, 8])
     torch.manual_seed(0)
     model = build_model(config).eval()
     save_model(model, config, tmp_path / "model.safetensors")
@@ -86,8 +87,8 @@ def test_cnn_model_file_round_trip(tmp_path):
 
 
 def test_cnn_file_refuses_weights_of_other_widths(tmp_path):
-    config = ModelConfig(arch="cnn", hidden=(16,), dropout=0.0, channels=(4, 8))
-    other = ModelConfig(arch="cnn", hidden=(16,), dropout=0.0, channels=(4, 6))
+    config = ModelParams(arch="cnn", hidden=[16], dropout=0.0, channels=[4, 8])
+    other = ModelParams(arch="cnn", hidden=[16], dropout=0.0, channels=[4, 6])
     save_model(build_model(other), config, tmp_path / "model.safetensors")
     with pytest.raises(PipelineError, match="weights do not fit the 'cnn' network"):
         load_model(tmp_path / "model.safetensors")
@@ -189,6 +190,9 @@ def test_label_smoothing_matches_cross_entropy():
         classification_loss(log_probs, labels, 0.2),
         F.cross_entropy(logits, labels, label_smoothing=0.2),
     )
+    # The hand-written formula it replaced: (1 - eps) NLL + eps x mean over classes of -log p.
+    by_hand = 0.8 * F.nll_loss(log_probs, labels) + 0.2 * -log_probs.mean(dim=1).mean()
+    torch.testing.assert_close(classification_loss(log_probs, labels, 0.2), by_hand)
 
 
 def test_params_reject_best_without_validation_and_unordered_scale(repo_params):
@@ -258,7 +262,7 @@ def test_train_command_with_every_option(tmp_path, monkeypatch, tiny_params):
     assert result.stdout == ""
     _, config = load_model(tmp_path / "m.safetensors")
     assert config.arch == "cnn"
-    assert config.channels == (4, 8)
+    assert config.channels == [4, 8]
     # DVCLive's folder, at the default path that dvc.yaml declares.
     summary = json.loads((tmp_path / "dvclive/metrics.json").read_text())
     assert set(summary) == {"train", "val"}  # headline numbers only

@@ -24,6 +24,7 @@ MAX_CSV_LINE_CHARS = 64 * 1024
 
 # Safetensors headers (model files, prepared tensors): a JSON of names, shapes and offsets.
 MAX_SAFETENSORS_HEADER_BYTES = 4 * 1024 * 1024
+MAX_TENSOR_RANK = 8  # dimensions of one tensor; ours have at most 4
 MAX_MODEL_CONFIG_CHARS = 64 * 1024  # the architecture config stored in the model's metadata
 # Weights in one model file (400 MB as float32); the default mlp has 0.4M, the cnn 0.24M.
 MAX_MODEL_PARAMETERS = 100_000_000

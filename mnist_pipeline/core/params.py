@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -57,6 +58,9 @@ class InputParams(_Section):
 
 
 class ModelParams(_Section):
+    """The network: the `model` section of params.yaml, and the config in the model file
+    (mnist_pipeline/model/model_file.py saves it and validates it with this schema)."""
+
     arch: Literal["mlp", "cnn"] = Field(description="mlp = the tutorial's network, cnn = conv net")
     hidden: list[Width] = Field(
         min_length=1,
@@ -65,9 +69,8 @@ class ModelParams(_Section):
     )
     dropout: float = Field(ge=0, lt=1, description="dropout probability after each hidden layer")
     # Used by cnn only (the mlp ignores it), so one flat, strict section serves both archs
-    # and `dvc exp run -S model.arch=cnn` needs no new keys.
+    # and `dvc exp run -S model.arch=cnn` needs no new keys. Empty for an mlp's model file.
     channels: list[Channels] = Field(
-        min_length=1,
         max_length=MAX_CNN_BLOCKS,
         description="cnn only: output channels of each conv block",
     )
@@ -82,6 +85,13 @@ class ModelParams(_Section):
         default=False,
         description="predict with the mean over the image and its four one-pixel shifts",
     )
+
+    @field_validator("channels")
+    @classmethod
+    def _cnn_needs_blocks(cls, channels: list[int], info: ValidationInfo) -> list[int]:
+        if info.data.get("arch") == "cnn" and not channels:
+            raise ValueError(f"should have 1 to {MAX_CNN_BLOCKS} items for arch 'cnn'")
+        return channels
 
 
 class AugmentParams(_Section):
@@ -212,7 +222,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         raise PipelineError(f"{source}: {describe_error(errors[0])}") from None
 
 
-def describe_error(error: dict) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
     """Turn pydantic's first error into a sentence that names the dotted key."""
     loc = [shown(str(part)).strip("'") for part in error["loc"]]  # a key may be huge
     key = ".".join(loc)

@@ -1,9 +1,12 @@
-"""The header of a safetensors file, read and checked by hand before any tensor is loaded.
+"""The header of a safetensors file, read and checked before any tensor is loaded.
 
 A safetensors file is an 8-byte little-endian header length, a JSON header of
 `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
-then the tensor bytes. Reading the header ourselves, bounded, lets the callers compare
-names, dtypes and shapes with what they expect before anything is allocated or built.
+then the tensor bytes. The length is checked here against our bound (the library allows
+100 MB; docs/safety.md says 4 MiB), then the library parses and validates the header
+(every tensor's byte range consistent with its dtype, shape and the file's size) and
+gives names, dtypes and shapes lazily, so the callers compare them with what they expect
+before anything is allocated or built.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.limits import MAX_SAFETENSORS_HEADER_BYTES
+from mnist_pipeline.core.limits import MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSOR_RANK
 
-# Bytes per element of the safetensors dtypes this project writes or may meet.
+# Bytes per element, only to name the entry that the library refused (it does not say).
 ITEM_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
@@ -36,55 +39,59 @@ class SafetensorsHeader(NamedTuple):
 def read_safetensors_header(path: Path, what: str) -> SafetensorsHeader:
     """The checked header of a safetensors file; `what` ("a safetensors model file") names
     the expected content in errors."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: no such regular file; expected {what}")
-    file_size = path.stat().st_size
 
     def refuse(problem: str) -> PipelineError:
         return PipelineError(f"{path}: not {what} ({problem})")
 
     with path.open("rb") as file:
         prefix = file.read(8)
-        if len(prefix) < 8:
-            raise refuse(f"only {len(prefix)} bytes")
-        header_size = int.from_bytes(prefix, "little")
-        if header_size > min(MAX_SAFETENSORS_HEADER_BYTES, file_size - 8):
-            raise refuse(f"a header length of {header_size} bytes at byte offset 0")
-        text = file.read(header_size)
+    if len(prefix) < 8:
+        raise refuse(f"only {len(prefix)} bytes")
+    header_size = int.from_bytes(prefix, "little")
+    if header_size > min(MAX_SAFETENSORS_HEADER_BYTES, path.stat().st_size - 8):
+        raise refuse(f"a header length of {header_size} bytes at byte offset 0")
     try:
-        header = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise refuse("the header at byte offset 8 is not JSON") from None
-    if not isinstance(header, dict):
-        raise refuse("the header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()
-    ):
-        raise refuse("its __metadata__ is not a map of strings")
-    data_size = file_size - 8 - header_size
-    tensors = {}
-    for name, entry in header.items():
-        info = _tensor_info(entry, data_size)
-        if info is None:
-            raise refuse(f"tensor '{name[:80]}' has a malformed header entry")
-        tensors[name] = info
+        # framework numpy: nothing is converted, and torch need not be imported.
+        with safe_open(str(path), framework="numpy") as file:
+            metadata = file.metadata() or {}
+            tensors = {}
+            for name in file.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                tensor = file.get_slice(name)
+                tensors[name] = TensorInfo(tensor.get_dtype(), tuple(tensor.get_shape()))
+    except (SafetensorError, OSError, ValueError) as err:
+        problem = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
+        where = _refused_entry(path, header_size)
+        raise refuse(f"{where or 'its header at byte offset 8'}: {problem}") from None
+    for name, info in tensors.items():
+        if len(info.shape) > MAX_TENSOR_RANK:
+            raise refuse(f"tensor '{name[:80]}' has {len(info.shape)} dimensions")
     return SafetensorsHeader(tensors, metadata)
 
 
-def _tensor_info(entry: object, data_size: int) -> TensorInfo | None:
-    """The entry's dtype and shape if it is well formed and its bytes lie in the file."""
-    if not isinstance(entry, dict):
+def _refused_entry(path: Path, header_size: int) -> str | None:
+    """'tensor NAME has a malformed header entry' for the first entry whose dtype, shape
+    or byte range is inconsistent; None if none is (or the header is no JSON object)."""
+    with path.open("rb") as file:
+        file.seek(8)
+        text = file.read(header_size)  # at most MAX_SAFETENSORS_HEADER_BYTES
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in ITEM_SIZES or not isinstance(shape, list) or not isinstance(offsets, list):
-        return None
-    if len(shape) > 8 or not all(isinstance(d, int) and d >= 0 for d in shape):
-        return None
-    if len(offsets) != 2 or not all(isinstance(o, int) for o in offsets):
-        return None
-    begin, end = offsets
-    if not 0 <= begin <= end <= data_size or end - begin != math.prod(shape) * ITEM_SIZES[dtype]:
-        return None
-    return TensorInfo(dtype, tuple(shape))
+    for name, entry in header.items() if isinstance(header, dict) else []:
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = entry["data_offsets"]
+            size = math.prod(entry["shape"]) * ITEM_SIZES[entry["dtype"]]
+            consistent = isinstance(begin, int) and 0 <= begin <= end and end - begin == size
+        except (TypeError, KeyError, ValueError):
+            consistent = False
+        if not consistent:
+            return f"tensor '{name[:80]}' has a malformed header entry"
+    return None

@@ -232,7 +232,7 @@ def _read_precisely(path: Path, columns: list[int] | None, has_labels: bool) -> 
     low = np.zeros(PIXELS + 1)
     high = np.full(PIXELS + 1, 255.0)
     high[0] = 9
-    rows = []
+    rows: list[np.ndarray] = []  # (785,) uint8 each
     for line, cells in _data_rows(path, skip_header=columns is not None):
         if len(rows) == MAX_IMAGES:
             raise PipelineError(f"{path}: more than {MAX_IMAGES} rows; expected at most that")

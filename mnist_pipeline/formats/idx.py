@@ -47,7 +47,7 @@ def read_idx(
             if file_size != header_size + size:
                 raise _size_error(path, dims, header_size + size, file_size)
         values = np.empty(size, np.uint8)  # untouched pages cost no memory until read
-        filled = read_into(stream, memoryview(values), path)
+        filled = read_into(stream, memoryview(values.data), path)
         extra = read_exactly(stream, 1, path) if filled == size else b""
     if filled < size or extra:
         raise _size_error(path, dims, header_size + size, None if extra else header_size + filled)

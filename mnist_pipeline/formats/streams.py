@@ -29,11 +29,6 @@ def require_regular_file(path: Path, expected: str) -> None:
         raise PipelineError(f"{path}: {what}; expected {expected}")
 
 
-def is_gzipped(path: Path) -> bool:
-    with Path(path).open("rb") as file:
-        return file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
-
-
 @contextlib.contextmanager
 def open_input(path: Path) -> Iterator[BinaryIO]:
     """The file's bytes as a stream, decompressed on the fly when it starts with gzip's magic."""

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
 from mnist_pipeline.core.artifacts import atomic_output
@@ -17,8 +17,9 @@ from mnist_pipeline.core.errors import PipelineError, shown
 from mnist_pipeline.core.limits import MAX_MODEL_CONFIG_CHARS, MAX_MODEL_PARAMETERS
 from mnist_pipeline.core.params import ModelParams, describe_error
 from mnist_pipeline.core.tensor_files import TensorInfo, read_safetensors_header
-from mnist_pipeline.model.networks import FORMAT_VERSION, ModelConfig, build_model
+from mnist_pipeline.model.networks import build_model
 
+FORMAT_VERSION = 1  # of the config saved in the file
 _CONFIG_KEY = "mnist_pipeline.model_config"
 # torch dtype -> safetensors' name, for the dtypes a network's state dict holds.
 _DTYPES = {
@@ -32,19 +33,37 @@ _DTYPES = {
 }
 
 
-def save_model(model: nn.Module, config: ModelConfig, path: Path) -> None:
+def saved_fields(config: ModelParams) -> dict[str, object]:
+    """The config as the file stores it: the mlp without `channels` (they do not shape it),
+    `members` only for an ensemble and `tta` only when on, so a plain network's file is
+    byte for byte what it was before those knobs existed."""
+    fields: dict[str, object] = {
+        "arch": config.arch,
+        "hidden": list(config.hidden),
+        "dropout": config.dropout,
+        "channels": list(config.channels) if config.arch == "cnn" else [],
+        "format_version": FORMAT_VERSION,
+    }
+    if config.members != 1:
+        fields["members"] = config.members
+    if config.tta:
+        fields["tta"] = config.tta
+    return fields
+
+
+def save_model(model: nn.Module, config: ModelParams, path: Path) -> None:
     """Write weights and config to a safetensors file, atomically."""
     from safetensors.torch import save_file
 
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     # A single metadata entry: safetensors stores metadata as a hash map, and one key
     # keeps the header's byte order (and so the file hash) identical run to run.
-    metadata = {_CONFIG_KEY: json.dumps(config.saved_fields(), sort_keys=True)}
+    metadata = {_CONFIG_KEY: json.dumps(saved_fields(config), sort_keys=True)}
     with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
 
-def load_model(path: Path) -> tuple[nn.Module, ModelConfig]:
+def load_model(path: Path) -> tuple[nn.Module, ModelParams]:
     """Rebuild a network from a model file, in eval mode. Never unpickles anything.
 
     Everything is checked before anything is built or allocated: the safetensors header
@@ -81,7 +100,7 @@ def load_model(path: Path) -> tuple[nn.Module, ModelConfig]:
     return model, config
 
 
-def _check_tensors(path: Path, config: ModelConfig, found: dict[str, TensorInfo]) -> None:
+def _check_tensors(path: Path, config: ModelParams, found: dict[str, TensorInfo]) -> None:
     """Compare the header's tensors with the state dict of the network `config` describes."""
     with torch.device("meta"):  # shapes only: not one byte of weights is allocated
         try:
@@ -111,7 +130,7 @@ def _check_tensors(path: Path, config: ModelConfig, found: dict[str, TensorInfo]
         )
 
 
-def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
+def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelParams:
     """The config, checked against the params schema (with its upper bounds) first."""
     text = metadata.get(_CONFIG_KEY)
     no_config = PipelineError(
@@ -132,12 +151,9 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
             f"expected {FORMAT_VERSION}; retrain it with this version"
         )
     # The params schema checks types and bounds (hidden widths, layers, channels, dropout
-    # in [0, 1), no Infinity). The mlp stores no channels: any valid value stands in.
-    shared = {name: fields.get(name) for name in ModelParams.model_fields if name in fields}
-    shared["channels"] = shared.get("channels") or [1]
+    # in [0, 1), no Infinity) before anything is built.
+    shared = {name: fields[name] for name in ModelParams.model_fields if name in fields}
     try:
-        ModelParams.model_validate(shared)
-        config = TypeAdapter(ModelConfig).validate_python(fields)
+        return ModelParams.model_validate(shared)
     except ValidationError as err:
         raise PipelineError(f"{path}: model config: {describe_error(err.errors()[0])}") from None
-    return config

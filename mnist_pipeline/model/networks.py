@@ -1,9 +1,12 @@
-"""The networks and how pixels are fed to them. The file format is in model_file.py."""
+"""The networks and how pixels are fed to them. The file format is in model_file.py.
+
+A network is described by the `model` section of params.yaml, `ModelParams`: training
+builds from it, and the model file saves it (model_file.saved_fields) and loads it back.
+"""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
@@ -11,50 +14,12 @@ from torch import nn
 
 from mnist_pipeline.core.digits import IMAGE_SIDE, N_CLASSES, PIXELS
 from mnist_pipeline.core.errors import PipelineError
-from mnist_pipeline.core.params import MAX_MEMBERS, ModelParams
+from mnist_pipeline.core.params import MAX_CNN_BLOCKS, MAX_MEMBERS, ModelParams
 from mnist_pipeline.model.ensemble import Ensemble
 
 # Mean and std of MNIST training pixels scaled to [0, 1]; standardising with them is
 # the usual first fix to the tutorial, which fed raw 0-255 values to the network.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-FORMAT_VERSION = 1
-MAX_CNN_BLOCKS = 4  # each block halves the side: 28 -> 14 -> 7 -> 3 -> 1
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a network; saved inside the model file."""
-
-    arch: str
-    hidden: tuple[int, ...]
-    dropout: float
-    channels: tuple[int, ...] = ()  # cnn only; () for the mlp
-    format_version: int = FORMAT_VERSION
-    members: int = 1  # > 1: an ensemble of that many networks (mnist_pipeline/model/ensemble.py)
-    tta: bool = False  # predict with test-time shifts (mnist_pipeline/model/ensemble.py)
-
-    @classmethod
-    def from_params(cls, params: ModelParams) -> ModelConfig:
-        # The mlp ignores `channels`; storing () keeps its config free of unused knobs.
-        channels = tuple(params.channels) if params.arch == "cnn" else ()
-        return cls(
-            arch=params.arch,
-            hidden=tuple(params.hidden),
-            dropout=params.dropout,
-            channels=channels,
-            members=params.members,
-            tta=params.tta,
-        )
-
-    def saved_fields(self) -> dict[str, object]:
-        """The fields written to the model file: `members` only for an ensemble and `tta`
-        only when on, so a plain network's file is byte for byte what it was before."""
-        fields = asdict(self)
-        if self.members == 1:
-            del fields["members"]
-        if not self.tta:
-            del fields["tta"]
-        return fields
 
 
 def classifier_head(n_features: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -116,7 +81,7 @@ class CNN(nn.Module):
         return F.log_softmax(self.classifier(self.features(x)), dim=1)  # (B, 10)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelParams) -> nn.Module:
     """The network a config describes: one, or an Ensemble of `members` of them.
 
     Members are built one after another from the global RNG, so each starts from its own
@@ -130,11 +95,11 @@ def build_model(config: ModelConfig) -> nn.Module:
     return Ensemble(members, tta=config.tta, background=(0.0 - MNIST_MEAN) / MNIST_STD)
 
 
-def _build_network(config: ModelConfig) -> nn.Module:
+def _build_network(config: ModelParams) -> nn.Module:
     if config.arch == "mlp":
-        return MLP(config.hidden, config.dropout)
+        return MLP(tuple(config.hidden), config.dropout)
     if config.arch == "cnn" and 1 <= len(config.channels) <= MAX_CNN_BLOCKS:
-        return CNN(config.channels, config.hidden, config.dropout)
+        return CNN(tuple(config.channels), tuple(config.hidden), config.dropout)
     raise PipelineError(
         f"unknown model architecture '{config.arch}' with channels {list(config.channels)}; "
         f"expected mlp, or cnn with 1 to {MAX_CNN_BLOCKS} conv blocks"

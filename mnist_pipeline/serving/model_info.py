@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from mnist_pipeline.model.networks import ModelConfig
+from mnist_pipeline.core.params import ModelParams
 from mnist_pipeline.serving.schemas import ModelInfo
 
 # Relative to dvc.lock's folder, as dvc.yaml names it.
@@ -19,7 +19,7 @@ PREDICTIONS_IN_LOCK = "data/predictions.csv"
 
 
 def describe_model(
-    model: nn.Module, config: ModelConfig, *, model_path: Path, metrics_path: Path, lock_path: Path
+    model: nn.Module, config: ModelParams, *, model_path: Path, metrics_path: Path, lock_path: Path
 ) -> ModelInfo:
     stages = _read_lock(lock_path).get("stages")
     stages = stages if isinstance(stages, dict) else {}

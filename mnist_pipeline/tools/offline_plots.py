@@ -93,7 +93,9 @@ def build_template() -> str:
         f"vega-embed {vl_convert.get_vega_embed_version()}"
     )
     header = _PAGE.replace("{libraries}", libraries).replace(
-        "{vl_convert_version}", vl_convert.__version__
+        # vl_convert's stub file omits __version__, which the module defines.
+        "{vl_convert_version}",
+        vl_convert.__version__,  # type: ignore[attr-defined]
     )
     return header.replace("BUNDLE", bundle.strip(), 1)
 

@@ -59,6 +59,8 @@ class TrainingData(NamedTuple):
 def training_data(
     digits: Digits, train_params: TrainParams, device: torch.device, memory_format
 ) -> TrainingData:
+    if digits.labels is None:
+        raise ValueError("training needs labelled digits")
     train_indices, val_indices = split_validation(
         digits.labels, train_params.val_size, train_params.seed
     )

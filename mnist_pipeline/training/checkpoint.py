@@ -112,7 +112,7 @@ class CheckpointStore:
         # once `save_every` seconds have passed since the last write; `flush` writes it now.
         self._save_every = _save_every_default() if save_every is None else save_every
         self._last_write = time.monotonic()
-        self._pending: Checkpoint | None = None
+        self._pending: dict[str, Any] | None = None  # the file's content, not yet written
         self._written_epoch: int | None = None
         if cluster.is_main:
             sweep_stale_temps(Path(folder))
@@ -131,7 +131,7 @@ class CheckpointStore:
         otherwise and leave the others waiting.
         """
         main = self._cluster.is_main
-        payload, saved = b"", None
+        payload, saved, problem = b"", None, None
         if main and self.path.is_file():
             payload = self.path.read_bytes()
             saved, problem = _decode(payload)
@@ -146,8 +146,8 @@ class CheckpointStore:
         payload = broadcast_bytes(payload if main else b"", self._cluster)
         if not main:
             saved, problem = _decode(payload)  # the very bytes rank 0 accepted
-            if saved is None:
-                raise RuntimeError(f"rank {self._cluster.rank} cannot decode: {problem}")
+        if saved is None:  # rank 0 decided to resume: it decoded them
+            raise RuntimeError(f"rank {self._cluster.rank} cannot decode: {problem}")
         checkpoint = Checkpoint.from_dict(saved)
         if main:
             say(f"resuming from {self.path}: {checkpoint.epoch} epoch(s) already done")
@@ -257,7 +257,7 @@ def restore(
     """
     model.load_state_dict(checkpoint.model)
     optimizer.load_state_dict(checkpoint.optimizer)  # moves its tensors to the params
-    if schedule is not None:
+    if schedule is not None and checkpoint.schedule is not None:  # validated: both or none
         schedule.load_state_dict(checkpoint.schedule)
     for name, generator in generators.items():
         generator.set_state(checkpoint.generators[name])

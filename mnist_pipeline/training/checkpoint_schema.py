@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import ModelParams
-from mnist_pipeline.model.networks import ModelConfig, build_model
+from mnist_pipeline.model.networks import build_model
 from mnist_pipeline.training.stats import EpochStats
 
 FORMAT_VERSION = 1
@@ -29,12 +29,12 @@ def validate_checkpoint(obj: Any) -> str | None:
     """
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
         return f"not a checkpoint of format version {FORMAT_VERSION}"
-    expected = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "made_with": dict, "epoch": int, "model": dict, "optimizer": dict,
         "schedule": (dict, type(None)), "rng": dict, "history": list,
         "best_model": (dict, type(None)),
     }  # fmt: skip
-    for key, kind in expected.items():
+    for key, kind in kinds.items():
         if not isinstance(obj.get(key), kind):
             return f"'{key}' is missing or of the wrong type"
     if not 1 <= obj["epoch"] == len(obj["history"]):
@@ -72,7 +72,7 @@ def _byte_tensor(value: Any) -> bool:
 
 def _expected_weights(model_params: Any) -> tuple[dict[str, torch.Tensor], int]:
     """The state dict (on the meta device: no memory) and parameter count of the network."""
-    config = ModelConfig.from_params(ModelParams.model_validate(model_params))
+    config = ModelParams.model_validate(model_params)
     with torch.device("meta"):
         network = build_model(config)
     return network.state_dict(), len(list(network.parameters()))

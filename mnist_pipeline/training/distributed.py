@@ -72,7 +72,7 @@ def session(requested_device: str, *, backend: str | None = None) -> Iterator[Cl
     """The cluster that torchrun describes (or a world of one), with its process group.
 
     gloo connects CPU processes, nccl GPU ones. `backend="gloo"` on CUDA lets several
-    processes share one GPU (nccl refuses that), which is how bench/gpu_verify.py runs
+    processes share one GPU (nccl refuses that), which is how tests/test_gpu.py runs
     DDP on a one-GPU machine. The group is destroyed on the way out, also when training
     fails, so that no process is left waiting.
     """

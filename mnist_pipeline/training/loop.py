@@ -23,7 +23,7 @@ from mnist_pipeline.core.digits import Digits
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.params import ModelParams, TrainParams
 from mnist_pipeline.model.ensemble import ensemble_size, mean_of_probabilities, summed_member_losses
-from mnist_pipeline.model.networks import ModelConfig, build_model, standardize
+from mnist_pipeline.model.networks import build_model, standardize
 from mnist_pipeline.training.augment import augment_images, draw_augmentation
 from mnist_pipeline.training.batches import (
     TrainingData,
@@ -47,7 +47,7 @@ from mnist_pipeline.training.stats import EpochReport, EpochStats
 
 class TrainResult(NamedTuple):
     model: nn.Module  # in eval mode, ready for prediction
-    config: ModelConfig
+    config: ModelParams  # the network's description, as the model file saves it
     history: list[EpochStats]
 
 
@@ -97,13 +97,13 @@ def train_model(
         bf16 = uses_bf16(train_params.precision, train_params.device, device, not cluster.is_main)
     order_generator = make_deterministic(seed, cluster.threads(threads), device)
     augment_generator = stream_generator(seed, "augment")
-    config = ModelConfig.from_params(model_params)
-    model = build_model(config)  # initialised from the seeded global RNG, on the CPU
+    model = build_model(model_params)  # initialised from the seeded global RNG, on the CPU
     if cluster.rank > 0:  # other dropout masks than rank 0's (whose stream is unchanged)
         torch.manual_seed(stream_seed(seed, f"dropout of rank {cluster.rank}"))
     # channels_last lets oneDNN pick faster conv kernels (measured: bench/profile_train.py).
-    memory_format = torch.channels_last if config.arch == "cnn" else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
+    memory_format = torch.channels_last if model_params.arch == "cnn" else torch.contiguous_format
+    # torch's stubs omit Module.to's memory_format, which it documents and accepts.
+    model = model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]
     data = training_data(digits, train_params, device, memory_format)
     n_train = len(data.train_labels)  # after the validation split
     batch_size = global_batch_size(train_params, n_train, cluster)
@@ -184,7 +184,7 @@ def train_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     model = model.to("cpu").eval()  # the model file must load on a machine without a GPU
-    return TrainResult(model, config, history)
+    return TrainResult(model, model_params, history)
 
 
 def _train_epoch(trainer: _Trainer, *, epoch: int) -> tuple[float, int, float]:
