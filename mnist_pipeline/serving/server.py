@@ -1,0 +1,52 @@
+"""Running the app: uvicorn with the guarded protocol and the limits of serving/limits.py."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+from fastapi import FastAPI
+
+from mnist_pipeline.serving.limits import KEEP_ALIVE_S
+
+# glibc's mallopt(M_MMAP_THRESHOLD): blocks from this size up are mmapped, so freeing
+# them gives the memory back to the system at once.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def run_server(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve until Ctrl+C. uvicorn's own `limit_concurrency` is off: it counts open
+    connections, idle ones included (guards.py counts requests instead)."""
+    import uvicorn
+
+    from mnist_pipeline.serving.protocol import GuardedH11Protocol
+
+    return_freed_memory()
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=GuardedH11Protocol,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=None,
+        log_level="warning",
+    )
+    uvicorn.Server(config).run()
+
+
+def return_freed_memory() -> None:
+    """Make the C allocator hand large freed blocks straight back to the system.
+
+    glibc raises its mmap threshold each time a large block is freed, so after a burst of
+    decodes Pillow's 16 MB image blocks come from the heap and stay there: the server
+    held 1.4 GB after 200 uploads. A fixed threshold keeps them mmapped. A no-op off glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
