@@ -62,7 +62,11 @@ class _InvalidPixelsError(PipelineError):
 
 
 class ModelFailingError(PipelineError):
-    """The network gave no usable probabilities (HTTP 500, or 503 when the probe failed)."""
+    """The network gave no usable probabilities for this digit (HTTP 500)."""
+
+
+class ModelUnavailableError(PipelineError):
+    """The start-up probe failed: no prediction is attempted (HTTP 503)."""
 
 
 _STATUS = (
@@ -71,6 +75,7 @@ _STATUS = (
     (UnsupportedTypeError, 415),
     (_InvalidPixelsError, 422),
     (ModelFailingError, 500),
+    (ModelUnavailableError, 503),
     (ServerBusyError, 503),
 )
 
@@ -151,7 +156,7 @@ def create_app(
     async def predict(request: Request) -> Prediction:
         """Classify one digit: an image upload (field `file`) or JSON `{"pixels": [...]}`."""
         if problem is not None:
-            raise ModelFailingError(f"the model cannot serve: {problem}")
+            raise ModelUnavailableError(f"the model cannot serve: {problem}")
         async with bodies.account() as account:
             digit = await _digit_from_request(request, account, decoder)
         probabilities = await predictor.predict(digit)  # (10,) float32
@@ -180,7 +185,7 @@ def create_app(
     @app.exception_handler(PipelineError)
     async def bad_input(_: Request, err: PipelineError) -> JSONResponse:
         status = next((code for kind, code in _STATUS if isinstance(err, kind)), 400)
-        headers = {"Retry-After": "1"} if status == 503 else None
+        headers = {"Retry-After": "1"} if isinstance(err, ServerBusyError) else None
         return _error(status, str(err), headers)
 
     @app.exception_handler(ClientGoneError)

@@ -17,7 +17,7 @@ from mnist_pipeline.serving.limits import MAX_REQUESTS_IN_FLIGHT
 
 # The page loads nothing from anywhere else: a CDN or an injected script would be refused.
 CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'"
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 _TRUSTED = "mnist_pipeline.trusted_host"  # set by TrustedHostMiddleware's inner app
 
@@ -37,7 +37,13 @@ def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
     hosts = [*LOOPBACK_HOSTS]
     if bind not in _WILDCARD_ADDRESSES:
         hosts.append(bind)
-    return list(dict.fromkeys(name.lower().strip("[]") for name in [*hosts, *extra]))
+    return list(dict.fromkeys(_as_in_host_header(name) for name in [*hosts, *extra]))
+
+
+def _as_in_host_header(name: str) -> str:
+    """A Host header writes an IPv6 address in brackets: [::1]."""
+    name = name.strip().lower().strip("[]")
+    return f"[{name}]" if ":" in name else name
 
 
 class Guard:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from mnist_pipeline.serving.limits import KEEP_ALIVE_S
+
+if TYPE_CHECKING:
+    import uvicorn
 
 # glibc's mallopt(M_MMAP_THRESHOLD): blocks from this size up are mmapped, so freeing
 # them gives the memory back to the system at once.
@@ -16,14 +20,22 @@ _MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 
 def run_server(app: FastAPI, *, host: str, port: int) -> None:
-    """Serve until Ctrl+C. uvicorn's own `limit_concurrency` is off: it counts open
-    connections, idle ones included (guards.py counts requests instead)."""
+    """Serve until Ctrl+C, with the allocator told to give freed memory back."""
+    import uvicorn
+
+    return_freed_memory()
+    uvicorn.Server(server_config(app, host=host, port=port)).run()
+
+
+def server_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings: the guarded protocol (serving/protocol.py), its keep-alive
+    timeout, and no `limit_concurrency`: uvicorn counts open connections there, idle ones
+    included (guards.py counts requests instead)."""
     import uvicorn
 
     from mnist_pipeline.serving.protocol import GuardedH11Protocol
 
-    return_freed_memory()
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -32,7 +44,6 @@ def run_server(app: FastAPI, *, host: str, port: int) -> None:
         limit_concurrency=None,
         log_level="warning",
     )
-    uvicorn.Server(config).run()
 
 
 def return_freed_memory() -> None:
