@@ -6,8 +6,9 @@ Starts `python -m mnist_pipeline serve` on a free loopback port with an untraine
 mlp (inference costs the same as a trained one), waits for /health, then sends --uploads
 POST /predict uploads at once, each on its own connection. `page` is a 280x280 PNG like
 the drawing page sends; `hostile` is a 63 KiB RGBA PNG of 4096x4096 pixels (67 MB when
-decoded). Prints requests/s, p50/p99 latency, the answers' statuses, and the server's
-resident memory: idle, peak (VmHWM) and 3 s after the burst, from /proc/<pid>/status.
+decoded). Prints requests/s (all answers, 503s included, and the 200s alone), p50/p99
+latency, the answers' statuses, and the server's resident memory: idle, peak (VmHWM) and
+3 s after the burst, from /proc/<pid>/status.
 Linux only; the request loop is bounded (one request per thread, 120 s timeout each).
 """
 
@@ -43,10 +44,10 @@ def page_png() -> bytes:
     return buffer.getvalue()
 
 
-def hostile_png() -> bytes:
-    """4096x4096 RGBA, fully transparent: ~63 KiB on the wire, 67 MB decoded."""
+def hostile_png(side: int = 4096) -> bytes:
+    """RGBA, fully transparent: for 4096x4096 ~63 KiB on the wire, 67 MB decoded."""
     buffer = io.BytesIO()
-    Image.new("RGBA", (4096, 4096), (0, 0, 0, 0)).save(buffer, format="PNG")
+    Image.new("RGBA", (side, side), (0, 0, 0, 0)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -152,7 +153,8 @@ def main() -> None:
     print(f"{args.uploads} concurrent uploads of {args.kind}.png ({len(data) / 1024:.0f} KiB), "
           f"serve with runtime.threads={args.threads}, {os.cpu_count()} CPUs")  # fmt: skip
     print(f"statuses: {dict(sorted(statuses.items()))} (0: no answer)")
-    print(f"requests/s: {args.uploads / seconds:.1f} ({seconds:.2f} s in all)")
+    print(f"requests/s: {args.uploads / seconds:.1f} answered ({statuses[200] / seconds:.1f} "
+          f"of them 200), {seconds:.2f} s in all")  # fmt: skip
     print(f"latency p50: {percentile(latencies, 0.5) * 1000:.0f} ms, "
           f"p99: {percentile(latencies, 0.99) * 1000:.0f} ms")  # fmt: skip
     print(f"server RSS: idle {idle / 1024:.0f} MiB, peak {after['VmHWM'] / 1024:.0f} MiB, "

@@ -1,11 +1,12 @@
 """uvicorn's h11 protocol with the time limits it lacks, and a cap on open connections.
 
-uvicorn times out only an idle keep-alive connection, and only after a first answer: a
-client that sends its headers or body a byte at a time, or announces more body than it
-sends, holds the connection forever (uvicorn issues #1040, #2182). An ASGI-level timeout
-on `receive` cannot see the headers, nor a body the app never reads, so the limits live
-here, where the bytes arrive: one timer per connection, following h11's view of the
-client's side (serving/limits.py has the values):
+uvicorn times out only an idle keep-alive connection, and only after a first answer (each
+byte received resets it): a client that sends its headers or body a byte at a time, or
+announces more body than it sends, holds the connection forever (the request timeouts
+proposed in uvicorn issue #157 were never added). An ASGI-level timeout on `receive`
+cannot see the headers, nor a body the app never reads, so the limits live here, where
+the bytes arrive: one timer per connection, following h11's view of the client's side
+(serving/limits.py has the values):
 
 - waiting for a request line and headers (h11 IDLE): HEADER_TIMEOUT_S from the
   connection or the previous answer; then a 408 if part of a request came, else a close;
