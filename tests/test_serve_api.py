@@ -221,6 +221,7 @@ def test_bodies_over_the_limit_are_refused_before_parsing(client):
 def test_health_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "arch": "mlp"}
     info = client.get("/model").json()
+    assert info["file"] == "model.safetensors"  # the name only: no path of this machine
     assert info["arch"] == "mlp"
     assert info["hidden"] == [16]
     assert info["parameters"] == 784 * 16 + 16 + 16 * 10 + 10

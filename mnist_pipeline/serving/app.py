@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
@@ -150,7 +151,9 @@ def create_app(
     )
     app.state.probe_problem = problem
     app.add_middleware(Guard, hosts=hosts)
-    errors = {code: {"model": ErrorMessage} for code in (400, 408, 413, 415, 422, 500, 503)}
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorMessage} for code in (400, 408, 413, 415, 422, 500, 503)
+    }
 
     @app.post("/predict", responses=errors, openapi_extra=_PREDICT_BODY)
     async def predict(request: Request) -> Prediction:
@@ -246,6 +249,8 @@ async def _digit_from_request(
             return await decoder.digit(data, name, gone=gone)
         finally:
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     got = content_type or "no Content-Type"
     raise UnsupportedTypeError(f"request body: {got}; {_EXPECTED_BODY}")
 
@@ -257,7 +262,7 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
     gone.set()
 
 
-def _first_error(errors: list[dict] | tuple, expected: str) -> str:
+def _first_error(errors: Sequence[Any], expected: str) -> str:
     """pydantic's first complaint as one line naming the field, e.g. 'pixels.3: ...'."""
     error = errors[0]
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
@@ -268,7 +273,7 @@ def _first_error(errors: list[dict] | tuple, expected: str) -> str:
     return f"{where}: {message}{shown}; {expected}"
 
 
-def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 

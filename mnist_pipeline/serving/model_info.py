@@ -4,11 +4,11 @@ for this exact file, the params it was trained with and whether metrics.json sco
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
 
 import yaml
 from torch import nn
@@ -104,7 +104,7 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
-def _open_regular(path: Path) -> BinaryIO | None:
+def _open_regular(path: Path) -> io.BufferedReader | None:
     """The file opened for reading if it is a regular file, else None. A FIFO or device
     is never opened (opening a FIFO waits for a writer: `serve` would hang)."""
     try:

@@ -8,7 +8,7 @@ not a gigabyte. Decoding the upload is serving/decoding.py's job.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
 from starlette.datastructures import UploadFile
@@ -87,7 +87,7 @@ class _InMemoryMultiPart(MultiPartParser):
 async def uploaded_file(request: Request, body: bytes) -> tuple[bytes, str]:
     """The bytes and printable name of the multipart body's field 'file'."""
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
     parser = _InMemoryMultiPart(request.headers, stream(), max_files=1, max_fields=16)
