@@ -25,6 +25,7 @@ from mnist_pipeline.serving.app import create_app
 from mnist_pipeline.serving.decoding import ClientGoneError, Decoder, _MemoryBudget
 from mnist_pipeline.serving.inference import Predictor
 from mnist_pipeline.serving.model_info import describe_model
+from mnist_pipeline.serving.uploads import BodyBudget
 from tests.serve_helpers import (
     connect,
     many_scan_jpeg,
@@ -45,11 +46,11 @@ def model_path(tmp_path_factory) -> Path:
     return tiny_model_file(tmp_path_factory.mktemp("decoding") / "model.safetensors")
 
 
-def make_app(model_path: Path, decoder: Decoder | None = None):
+def make_app(model_path: Path, decoder: Decoder | None = None, bodies: BodyBudget | None = None):
     model, config = load_model(model_path)
     info = describe_model(model, config, model_path=model_path, metrics_path=Path("-"),
                           lock_path=Path("-"))  # fmt: skip
-    return create_app(Predictor(model, threads=1), info, decoder=decoder)
+    return create_app(Predictor(model, threads=1), info, decoder=decoder, bodies=bodies)
 
 
 async def post_upload(app, data: bytes, name: str = "digit.png") -> httpx.Response:
@@ -230,3 +231,14 @@ def test_a_bad_image_is_still_one_line(model_path):
     assert answer.json()["detail"].startswith("x.gif: not a PNG, JPEG or BMP image")
     with pytest.raises(PipelineError):
         read_image_bytes(b"GIF89a nonsense", "x.gif")
+
+
+def test_uploads_past_the_shared_body_budget_get_a_503(model_path):
+    bodies = BodyBudget(total=100_000)
+    app = make_app(model_path, bodies=bodies)
+    fits = asyncio.run(post_upload(app, seven_png()))
+    assert fits.status_code == 200
+    too_many = asyncio.run(post_upload(app, seven_png() + b"\0" * 200_000))
+    assert too_many.status_code == 503
+    assert "bytes of uploads are being received" in too_many.json()["detail"]
+    assert bodies.used == 0  # every request gave its bytes back

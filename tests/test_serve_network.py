@@ -222,3 +222,37 @@ def test_too_many_connections_are_closed_at_once(port, monkeypatch):
             connection.close()
     time.sleep(0.3)
     assert _normal_request_seconds(port) < HANG_S  # and the server answers once they go
+
+
+def test_requests_past_the_in_flight_limit_get_a_503():
+    import asyncio
+
+    import httpx
+
+    from mnist_pipeline.serving.guards import Guard
+
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    guard = Guard(slow_app, hosts=["localhost"], max_in_flight=2)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            held = [asyncio.create_task(http.get("/")) for _ in range(2)]
+            while guard.in_flight < 2:
+                await asyncio.sleep(0.01)
+            refused = await asyncio.wait_for(http.get("/"), HANG_S)
+            release.set()
+            return refused, await asyncio.gather(*held), guard.in_flight
+
+    refused, answered, left = asyncio.run(scenario())
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"].startswith("server busy: 2 requests in flight")
+    assert [answer.status_code for answer in answered] == [200, 200]
+    assert left == 0

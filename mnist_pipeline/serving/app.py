@@ -129,10 +129,11 @@ def create_app(
     *,
     hosts: Sequence[str] = LOOPBACK_HOSTS,
     decoder: Decoder | None = None,
+    bodies: BodyBudget | None = None,
 ) -> FastAPI:
     """The app around a loaded model; `hosts`: the Host names it answers to."""
     decoder = decoder or Decoder()
-    bodies = BodyBudget()
+    bodies = bodies or BodyBudget()
     problem = probe(predictor)  # /health is ok only if this succeeded
 
     @contextlib.asynccontextmanager
