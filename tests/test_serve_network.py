@@ -23,7 +23,7 @@ from mnist_pipeline.serving.guards import allowed_hosts
 from tests.serve_helpers import connect, read_until_closed, running_server, status_of
 from tests.trained_models import tiny_model_file
 
-HEADER_S, BODY_S, LINGER_S = 1.0, 1.0, 0.5
+HEADER_S, BODY_S, LINGER_S = 0.5, 0.5, 0.3
 # Generous bounds that only catch a server that never answers or never closes.
 HANG_S = 15
 PIXELS_JSON = json.dumps({"pixels": [0] * 784}).encode()
