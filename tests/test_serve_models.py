@@ -201,3 +201,9 @@ def test_export_still_writes_a_regular_output(project):
     result = CliRunner().invoke(app, ["export", "--output", "model.onnx"])
     assert result.exit_code == 0, result.output
     assert (project / "model.onnx").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["a*b.example", "*example", ""])
+def test_a_malformed_allowed_host_is_one_line(project, name):
+    one_error_line([*COMMANDS["serve"], "--allowed-host", name], "--allowed-host",
+                   "'*.domain'")  # fmt: skip

@@ -13,6 +13,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.serving.limits import MAX_REQUESTS_IN_FLIGHT
 
 # The page loads nothing from anywhere else: a CDN or an injected script would be refused.
@@ -34,6 +35,12 @@ def is_loopback(host: str) -> bool:
 
 def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
     """The Host names to answer: loopback names, the bound address, and --allowed-host."""
+    for name in extra:
+        if "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")) or not name:
+            raise PipelineError(
+                f"--allowed-host {name!r:.80}: expected a host name, an address, or "
+                "'*.domain' for every name in a domain"
+            )
     hosts = [*LOOPBACK_HOSTS]
     if bind not in _WILDCARD_ADDRESSES:
         hosts.append(bind)
