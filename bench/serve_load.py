@@ -1,14 +1,15 @@
 """Load on `mnist-pipeline serve`: N uploads at once, from N threads, on 127.0.0.1.
 
-    python bench/serve_load.py [--uploads 200] [--kind page|hostile] [--threads 1]
+    python bench/serve_load.py [--uploads 200] [--kind page|hostile|largest] [--threads 1]
 
 Starts `python -m mnist_pipeline serve` on a free loopback port with an untrained default
 mlp (inference costs the same as a trained one), waits for /health, then sends --uploads
 POST /predict uploads at once, each on its own connection. `page` is a 280x280 PNG like
 the drawing page sends; `hostile` is a 63 KiB RGBA PNG of 4096x4096 pixels (67 MB when
-decoded). Prints requests/s (all answers, 503s included, and the 200s alone), p50/p99
-latency, the answers' statuses, and the server's resident memory: idle, peak (VmHWM) and
-3 s after the burst, from /proc/<pid>/status.
+decoded); `largest` is a 49-megapixel palette PNG with transparency (~47 KiB), the
+costliest image the limits let through. Prints requests/s (all answers, 503s included,
+and the 200s alone), p50/p99 latency, the answers' statuses, and the server's resident
+memory: idle, peak (VmHWM) and 3 s after the burst, from /proc/<pid>/status.
 Linux only; the request loop is bounded (one request per thread, 120 s timeout each).
 """
 
@@ -48,6 +49,16 @@ def hostile_png(side: int = 4096) -> bytes:
     """RGBA, fully transparent: for 4096x4096 ~63 KiB on the wire, 67 MB decoded."""
     buffer = io.BytesIO()
     Image.new("RGBA", (side, side), (0, 0, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def largest_png() -> bytes:
+    """7000x7000 palette PNG with a transparent colour: 49 MP, just under the pixel limit,
+    and the costliest mode to decode (9.3 bytes per pixel at the peak): ~47 KiB."""
+    image = Image.new("P", (7000, 7000), 0)
+    image.putpalette([0, 0, 0, 255, 255, 255] * 128)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)
     return buffer.getvalue()
 
 
@@ -129,10 +140,10 @@ def percentile(values: list[float], share: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=200)
-    parser.add_argument("--kind", choices=["page", "hostile"], default="hostile")
+    parser.add_argument("--kind", choices=["page", "hostile", "largest"], default="hostile")
     parser.add_argument("--threads", type=int, default=1, help="runtime.threads of serve")
     args = parser.parse_args()
-    data = page_png() if args.kind == "page" else hostile_png()
+    data = {"page": page_png, "hostile": hostile_png, "largest": largest_png}[args.kind]()
     body, boundary = multipart(data, f"{args.kind}.png")
     with tempfile.TemporaryDirectory() as folder:
         server, port = start_server(Path(folder), args.threads)
