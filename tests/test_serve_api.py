@@ -21,14 +21,15 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 from torch import nn
 
+from mnist_pipeline.core.limits import MAX_IMAGE_PIXELS
 from mnist_pipeline.formats.images import read_image
 from mnist_pipeline.model.model_file import load_model
 from mnist_pipeline.model.predict import class_probabilities
 from mnist_pipeline.serving.app import build_app, create_app
 from mnist_pipeline.serving.inference import Predictor
+from mnist_pipeline.serving.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 from mnist_pipeline.serving.model_info import describe_model
 from mnist_pipeline.serving.schemas import Prediction
-from mnist_pipeline.serving.uploads import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 from tests.conftest import REPO_ROOT, synthetic_digits
 from tests.trained_models import tiny_model_file
 
@@ -117,8 +118,8 @@ def _blank_png() -> bytes:
 
 
 def _huge_png() -> bytes:
-    buffer = io.BytesIO()  # 5000x5000 of one colour: a few KB on the wire, 25 MP decoded
-    Image.new("1", (5000, 5000), 1).save(buffer, format="PNG")
+    buffer = io.BytesIO()  # 8000x7000 of one colour: a few KB on the wire, 56 MP decoded
+    Image.new("1", (8000, 7000), 1).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -135,7 +136,7 @@ def _gif() -> bytes:
         (seven_png()[:200], 400, ["seven.png", "unreadable"]),
         (_gif(), 400, ["not a PNG, JPEG or BMP image"]),
         (_blank_png(), 400, ["no digit found"]),
-        (_huge_png(), 413, ["5000x5000", "at most"]),
+        (_huge_png(), 413, ["8000 x 7000", f"at most {MAX_IMAGE_PIXELS}"]),
         (b"", 400, ["seven.png"]),
     ],
     ids=["text", "truncated-png", "gif", "blank", "too-many-pixels", "empty"],
@@ -220,6 +221,7 @@ def test_bodies_over_the_limit_are_refused_before_parsing(client):
 def test_health_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "arch": "mlp"}
     info = client.get("/model").json()
+    assert info["file"] == "model.safetensors"  # the name only: no path of this machine
     assert info["arch"] == "mlp"
     assert info["hidden"] == [16]
     assert info["parameters"] == 784 * 16 + 16 + 16 * 10 + 10

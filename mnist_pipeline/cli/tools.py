@@ -16,6 +16,7 @@ from mnist_pipeline.cli.common import (
     ONNX_MODEL,
     PARAMS,
     ParamsOption,
+    check_outputs,
     fail_cleanly,
 )
 from mnist_pipeline.core.console import say  # progress and summaries: stderr
@@ -51,9 +52,21 @@ class ExportFormat(StrEnum):
 def serve(
     model: Annotated[Path, typer.Option(help="Model file written by `train`.")] = MODEL,
     host: Annotated[
-        str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")
+        str,
+        typer.Option(
+            help="Address to listen on; 0.0.0.0 exposes it to the network (no authentication, "
+            "no TLS: put a reverse proxy in front, docs/serving.md)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Another Host name to answer to (repeatable; '*.lab.example' for a domain). "
+            "Always allowed: localhost, 127.0.0.1, ::1, --host and the address connected to.",
+        ),
+    ] = None,
     metrics: Annotated[
         Path, typer.Option(help="Metrics whose accuracy /model reports, if the file is there.")
     ] = METRICS,
@@ -69,14 +82,20 @@ def serve(
     `file`) or JSON {"pixels": [784 integers 0-255]}; GET /health; GET /model tells the
     architecture, training params (from dvc.lock) and test accuracy (from --metrics).
     """
-    import uvicorn
-
     from mnist_pipeline.serving.app import build_app
+    from mnist_pipeline.serving.guards import allowed_hosts, is_loopback
+    from mnist_pipeline.serving.server import run_server
 
     threads = load_params(params).runtime.threads
-    web_app = build_app(model_path=model, threads=threads, metrics_path=metrics, lock_path=lock)
+    hosts = allowed_hosts(host, allowed_host or ())
+    web_app = build_app(
+        model_path=model, threads=threads, metrics_path=metrics, lock_path=lock, hosts=hosts
+    )
+    if not is_loopback(host):
+        say(f"warning: --host {host} exposes the server to the network with no "
+            "authentication or TLS; put a reverse proxy in front (docs/serving.md)")  # fmt: skip
     say(f"serving {model} on http://{host}:{port}/ (Ctrl+C to stop)")
-    uvicorn.run(web_app, host=host, port=port, log_level="warning", limit_concurrency=64)
+    run_server(web_app, host=host, port=port)
 
 
 @fail_cleanly
@@ -98,5 +117,6 @@ def export(
     from mnist_pipeline.serving import onnx_export
 
     load_params(params)
+    check_outputs([output], inputs=[model, params])  # as predict: before any work
     size = onnx_export.run(model, output)
     say(f"wrote {output} ({size / 1e6:.2f} MB, format {format.value})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -118,7 +119,10 @@ def check_output(path: Path, *, inputs: Iterable[Path | None] = (), folder: bool
         if not folder and path.is_dir():
             raise PipelineError(f"{path}: output is a folder; expected a file name to write to")
         if not folder and not path.is_file():
-            raise PipelineError(f"{path}: output is not a regular file (a device, FIFO or link)")
+            raise PipelineError(
+                f"{path}: output is {_kind(path)}, not a regular file; expected a file name "
+                "to write to (writing would replace it)"
+            )
     for source in inputs:
         if source is not None and _same_file(path, Path(source)):
             raise PipelineError(
@@ -138,6 +142,19 @@ def check_output(path: Path, *, inputs: Iterable[Path | None] = (), folder: bool
         raise PipelineError(
             f"{path}: cannot write the output in folder {ancestor} ({err.strerror})"
         ) from None
+
+
+def _kind(path: Path) -> str:
+    """What a path that is not a regular file or folder is, for a message."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # a link to nowhere (stat follows links)
+        return "a broken symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def _same_file(one: Path, other: Path) -> bool:

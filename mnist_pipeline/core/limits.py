@@ -12,7 +12,17 @@ MAX_IMAGES = 1_000_000
 
 # Image files. Checked on the header's width x height before any pixel is decoded; a
 # 48-megapixel phone photo (8000x6000) passes. JPEGs are then decoded at a reduced scale.
+# The one pixel bound for `prepare`, `predict` and `serve` alike (serve bounds memory by
+# how many decodes run at once: mnist_pipeline/serving/limits.py).
 MAX_IMAGE_PIXELS = 50_000_000
+# A progressive JPEG is decoded scan by scan, and every scan walks the whole image, however
+# few bytes it takes in the file: 90,000 scans of ~50 bytes cost minutes of CPU. libjpeg's
+# own progressive script has 10 scans (6 for gray), tuned encoders about as many; the scan
+# markers are counted before decoding.
+MAX_JPEG_SCANS = 100
+# ...and scans x pixels is bounded too (about 1.5 ns each on a 2-core AVX2 VM, so ~2 s):
+# a 48 MP progressive photo with libjpeg's 10 scans is 0.48e9.
+MAX_JPEG_SCAN_PIXELS = 1_000_000_000
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the file itself (a 50 MP 24-bit BMP is 150 MB)
 # Images are reduced (JPEG while decoding, others right after) until neither side is more
 # than twice this; the digit ends up 20 px tall, so nothing is lost.

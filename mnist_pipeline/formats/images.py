@@ -6,16 +6,18 @@ the centre of mass sits in the middle. A folder holds one digit per file; subfol
 named 0..9 give the labels (needed for training, optional for predict).
 
 Decoding is bounded (docs/safety.md): only Pillow's PNG, JPEG and BMP decoders run, the
-header's width x height is checked before any pixel is decoded, JPEGs are decoded at a
-reduced scale (draft) and other images reduced right after, so a 12-megapixel photo costs
-tens of MB, not gigabytes.
+header's width x height and a JPEG's scans are checked before any pixel is decoded
+(image_bounds.py), JPEGs are decoded at a reduced scale (draft) and other images reduced
+right after, so a 12-megapixel photo costs tens of MB, not gigabytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -24,6 +26,7 @@ import numpy as np
 from mnist_pipeline.core.digits import IMAGE_SIDE, Digits
 from mnist_pipeline.core.errors import PipelineError
 from mnist_pipeline.core.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGES, WORK_SIDE
+from mnist_pipeline.formats.image_bounds import CheckedBytes, ImageLimitError, check_image_bounds
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PilImage  # Pillow is imported only when decoding
@@ -85,12 +88,31 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     return np.round(frame).astype(np.uint8)
 
 
-def read_image_bytes(data: bytes, name: str) -> np.ndarray:
-    """An image file's bytes (e.g. an upload) -> uint8 (28, 28), MNIST-style; `name` for errors."""
+def read_image_bytes(
+    data: bytes, name: str, *, check: Callable[[], None] | None = None
+) -> np.ndarray:
+    """An image file's bytes (e.g. an upload) -> uint8 (28, 28), MNIST-style; `name` for errors.
+
+    `check` is called whenever the decoder reads more input; whatever it raises (time up,
+    client gone) ends the decode and reaches the caller unchanged.
+    """
+    _check_byte_count(data, name)
+    file = io.BytesIO(data) if check is None else CheckedBytes(data, check)
+    return _digit_of(_decode_gray(file, name), name)
+
+
+def image_pixels(data: bytes, name: str) -> int:
+    """width x height from the header, after the checks decoding makes; decodes nothing."""
+    _check_byte_count(data, name)
+    file = io.BytesIO(data)
+    with _opened(file, name) as image:
+        return image.width * image.height
+
+
+def _check_byte_count(data: bytes, name: str) -> None:
     if len(data) > MAX_IMAGE_BYTES:
         raise PipelineError(f"{name}: {len(data)} bytes; expected {EXPECTED} of at most "
                             f"{MAX_IMAGE_BYTES} bytes")  # fmt: skip
-    return _digit_of(_decode_gray(io.BytesIO(data), name), name)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -120,7 +142,14 @@ def _digit_of(gray: np.ndarray, name: str) -> np.ndarray:
 
 
 def _decode_gray(file: IO[bytes], name: str) -> np.ndarray:
-    """Decode to grayscale (H, W) uint8; transparency counts as white paper.
+    """Decode to grayscale (H, W) uint8; transparency counts as white paper."""
+    with _opened(file, name) as image:
+        return _upright_gray(image)
+
+
+@contextlib.contextmanager
+def _opened(file: IO[bytes], name: str) -> Iterator[PilImage]:
+    """The image, opened and checked against the bounds; its errors as one line.
 
     Any failure inside Pillow's decoders on a hostile file (they raise OSError, ValueError,
     SyntaxError, struct.error, EOFError, ...) is an unreadable image, not a bug of ours.
@@ -131,27 +160,28 @@ def _decode_gray(file: IO[bytes], name: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check size
             with Image.open(file, formats=PILLOW_FORMATS) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS or min(width, height) < 1:
-                    raise _too_large(name, f"{width} x {height} pixels")
-                return _upright_gray(image)
+                jpeg = file if image.format == "JPEG" else None
+                check_image_bounds(name, width=image.width, height=image.height, file=jpeg)
+                yield image
     except PipelineError:
         raise
     except Image.DecompressionBombError:
-        raise _too_large(name, "more pixels than Pillow allows") from None
-    except UnidentifiedImageError:
-        raise PipelineError(f"{name}: not a PNG, JPEG or BMP image; expected {EXPECTED}") from None
-    except MemoryError:
-        raise PipelineError(f"{name}: not enough memory to decode; expected {EXPECTED}") from None
+        raise ImageLimitError(f"{name}: more pixels than Pillow allows; expected at most "
+                              f"{MAX_IMAGE_PIXELS} pixels") from None  # fmt: skip
     except Exception as err:  # any decoder failure, see the docstring
+        stopped = getattr(file, "stopped", None)
+        if stopped is not None:  # the caller's check ended the decode: its own exception
+            raise stopped from None
+        if isinstance(err, UnidentifiedImageError):
+            raise PipelineError(
+                f"{name}: not a PNG, JPEG or BMP image; expected {EXPECTED}"
+            ) from None
+        if isinstance(err, MemoryError):
+            raise PipelineError(
+                f"{name}: not enough memory to decode; expected {EXPECTED}"
+            ) from None
         reason = str(err).strip().splitlines()[0][:80] if str(err).strip() else type(err).__name__
         raise PipelineError(f"{name}: unreadable ({reason}); expected {EXPECTED}") from None
-
-
-def _too_large(name: str, size: str) -> PipelineError:
-    return PipelineError(
-        f"{name}: the image header says {size}; expected at most {MAX_IMAGE_PIXELS} pixels"
-    )
 
 
 def _upright_gray(image: PilImage) -> np.ndarray:

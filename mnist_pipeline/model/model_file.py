@@ -6,6 +6,8 @@ file (unlike a pickled `torch.save`).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import torch
@@ -75,13 +77,11 @@ def load_model(path: Path) -> tuple[nn.Module, ModelParams]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: no such model file; run `dvc repro train` first")
+    _require_regular_file(path)
     try:
         header = read_safetensors_header(path, "a safetensors model file")
     except PipelineError as err:
-        with path.open("rb") as file:
-            head = file.read(2)
+        head = _first_bytes(path, 2)
         if head[:1] != b"\x80" and head != b"PK":  # neither a pickle nor torch.save's zip
             raise
         raise PipelineError(
@@ -94,10 +94,54 @@ def load_model(path: Path) -> tuple[nn.Module, ModelParams]:
             state = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         raise PipelineError(f"{path}: not a safetensors model file ({err})") from None
+    _check_finite(path, state)
     model = build_model(config)  # cannot fail: the same config built on the meta device
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, config
+
+
+def _require_regular_file(path: Path) -> None:
+    """One line for anything but a regular file, found by stat before any open: opening a
+    FIFO waits for a writer, and a folder fails in the library with a traceback."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such model file; run `dvc repro train` first") from None
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read the model file ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise PipelineError(f"{path}: is a folder; expected a model file written by `train`")
+    if not stat.S_ISREG(mode):
+        raise PipelineError(
+            f"{path}: is a {_KINDS.get(stat.S_IFMT(mode), 'special file')}, not a regular "
+            "file; expected a model file written by `train`"
+        )
+
+
+_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+          stat.S_IFSOCK: "socket"}  # fmt: skip
+
+
+def _first_bytes(path: Path, count: int) -> bytes:
+    """The file's first bytes; never waits (O_NONBLOCK, should it have become a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(fd, count) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    finally:
+        os.close(fd)
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights: such a model answers NaN for every digit."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise PipelineError(
+                    f"{path}: tensor '{name[:80]}' holds {bad} non-finite values (NaN or "
+                    "infinity); expected finite weights (retrain the model)"
+                )
 
 
 def _check_tensors(path: Path, config: ModelParams, found: dict[str, TensorInfo]) -> None:

@@ -45,12 +45,15 @@ class Prediction(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "failing"] = Field(
+        default="ok", description="ok: a probe prediction succeeded when the server started"
+    )
     arch: str = Field(description="the served network's architecture")
+    detail: str | None = Field(default=None, description="why it is failing, in one line")
 
 
 class ModelInfo(BaseModel):
-    file: str = Field(description="the model file being served")
+    file: str = Field(description="the name of the model file being served (not its path)")
     arch: str
     hidden: list[int] = Field(description="widths of the hidden Linear layers")
     dropout: float = Field(description="dropout while training (off when predicting)")

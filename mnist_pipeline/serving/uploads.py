@@ -1,58 +1,105 @@
-"""Request bodies -> one MNIST-style digit, bounded in bytes and in pixels, never on disk.
+"""Request bodies -> bytes of an upload or JSON pixels, bounded in bytes, never on disk.
 
-`digit_from_upload` hands an uploaded file to the bounded image reader of `predict`
-(mnist_pipeline/formats/images.py), so the page, the API and `predict` see the same digit.
+Each body is refused as soon as it passes its own limit, and all bodies held at once
+share MAX_BUFFERED_BODY_BYTES, so that many large uploads arriving together are a 503,
+not a gigabyte. Decoding the upload is serving/decoding.py's job.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import numpy as np
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
 
 from mnist_pipeline.core.digits import IMAGE_SIDE
 from mnist_pipeline.core.errors import PipelineError
+from mnist_pipeline.serving.decoding import ClientGoneError, ServerBusyError
+from mnist_pipeline.serving.limits import MAX_BUFFERED_BODY_BYTES, MAX_UPLOAD_BYTES
 
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a multipart body: a phone photo fits, a video does not
-MAX_JSON_BYTES = 64 * 1024  # 784 pixel values take < 4 KB; room for whitespace
-MAX_IMAGE_PIXELS = 4096 * 4096  # decoded size; a small PNG can inflate to gigabytes
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP")
+EXPECTED_UPLOAD = "expected multipart/form-data with a PNG, JPEG or BMP in field 'file'"
 
 
 class TooLargeError(PipelineError):
-    """A body or an image over its limit (HTTP 413)."""
+    """A body over its limit (HTTP 413)."""
 
 
-def digit_from_upload(data: bytes, name: str) -> np.ndarray:
-    """An uploaded PNG, JPEG or BMP -> uint8 (28, 28), exactly as `predict` reads image files.
+class BodyBudget:
+    """Bytes of request bodies held in memory by all requests together."""
 
-    The decoding is `predict`'s bounded reader (mnist_pipeline/formats/images.py): the same formats,
-    limits, EXIF rotation and MNIST-style preprocessing. Only the pixel count is looked at
-    first, from the header, so that an image larger than a request may be is a 413.
-    """
-    from mnist_pipeline.formats.images import read_image_bytes
+    def __init__(self, total: int = MAX_BUFFERED_BODY_BYTES) -> None:
+        self.total = total
+        self.used = 0  # touched only on the event loop
 
-    _refuse_too_many_pixels(data, name)
-    return read_image_bytes(data, name)
+    @contextlib.asynccontextmanager
+    async def account(self) -> AsyncIterator[BodyAccount]:
+        """An account for one request's bodies, given back when the request is done."""
+        account = BodyAccount(self)
+        try:
+            yield account
+        finally:
+            self.used -= account.held
 
 
-def _refuse_too_many_pixels(data: bytes, name: str) -> None:
-    """TooLargeError if the header announces more than MAX_IMAGE_PIXELS; decodes nothing.
+class BodyAccount:
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.held = 0
 
-    Anything else wrong with the file is left to the reader, which says what it is.
-    """
-    from PIL import Image
+    def take(self, size: int) -> None:
+        if self.budget.used + size > self.budget.total:
+            raise ServerBusyError(
+                f"server busy: {self.budget.total:,} bytes of uploads are being received; "
+                "try again in a moment"
+            )
+        self.budget.used += size
+        self.held += size
 
+
+async def read_body(request: Request, *, limit: int, what: str, account: BodyAccount) -> bytes:
+    """The whole body, refused as soon as it passes `limit` bytes (declared or streamed)."""
+    too_large = f"{what}: larger than {limit:,} bytes; expected at most {limit:,}"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(too_large)
+    chunks, size = [], 0
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            width, height = image.size  # from the header
-    except Exception:  # any problem is reported by the reader, with its reason
-        return
-    if width * height > MAX_IMAGE_PIXELS:
-        raise TooLargeError(
-            f"{name}: image of {width}x{height} pixels; expected at most "
-            f"{MAX_IMAGE_PIXELS:,} pixels"
-        )
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(too_large)
+            account.take(len(chunk))
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or dropped as too slow (serving/protocol.py)
+        raise ClientGoneError from None
+    return b"".join(chunks)
+
+
+class _InMemoryMultiPart(MultiPartParser):
+    # Starlette spools file parts over 1 MB to a temp file; the body is bounded, so the
+    # upload can stay in memory and nothing a client sends is written to disk.
+    spool_max_size = MAX_UPLOAD_BYTES
+
+
+async def uploaded_file(request: Request, body: bytes) -> tuple[bytes, str]:
+    """The bytes and printable name of the multipart body's field 'file'."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = _InMemoryMultiPart(request.headers, stream(), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as err:
+        raise PipelineError(f"upload: malformed multipart body ({err.message})") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise PipelineError(f"upload: no file in field 'file'; {EXPECTED_UPLOAD}")
+    name = "".join(c for c in (upload.filename or "upload") if c.isprintable())[:100]
+    return await upload.read(), name or "upload"
 
 
 def digit_from_pixels(pixels: list[int]) -> np.ndarray:
