@@ -88,7 +88,7 @@ def train_one_epoch(name: str, train_digits, model_path: Path):
 
     overrides = recipe_overrides(name) | {"train.epochs": 1, "train.precision": "fp32"}
     params = recipe_params(overrides)
-    result = train_model(train_digits, params.model, params.train, 2)
+    result = train_model(train_digits, params.model, params.train, params.runtime.threads)
     save_model(result.model, result.config, model_path)
     return result.model, params
 
@@ -105,10 +105,24 @@ def forward_flops_per_image(model) -> int:
     return counter.get_total_flops() // len(images)
 
 
-def run_predict_command(model_path: Path, input_csv: Path, output_csv: Path) -> tuple[float, int]:
+def params_with_threads(folder: Path, threads: int) -> Path:
+    """params.yaml with `runtime.threads` set to the bench's thread count."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["runtime"]["threads"] = threads
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_predict_command(
+    model_path: Path, input_csv: Path, output_csv: Path, params: Path
+) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of `python -m mnist_pipeline predict`."""
     command = [sys.executable, "-m", "mnist_pipeline", "predict", "--model", str(model_path),
-               "--input", str(input_csv), "--output", str(output_csv)]  # fmt: skip
+               "--input", str(input_csv), "--output", str(output_csv),
+               "--params", str(params)]  # fmt: skip
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
@@ -126,11 +140,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve_latencies(model_path: Path, digit: np.ndarray, requests: int) -> list[float]:
+def serve_latencies(
+    model_path: Path, digit: np.ndarray, requests: int, params: Path
+) -> list[float]:
     """Seconds of each POST /predict of one digit to a real `serve` subprocess."""
     port = free_port()
     command = [sys.executable, "-m", "mnist_pipeline", "serve", "--model", str(model_path),
-               "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+               "--port", str(port), "--host", "127.0.0.1", "--params", str(params)]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -158,7 +174,9 @@ def serve_latencies(model_path: Path, digit: np.ndarray, requests: int) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000, help="digits to score")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (runtime.threads)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads, also runtime.threads of the commands"
+    )
     parser.add_argument("--clock-ghz", type=float, default=None, help="for the FLOP bound")
     parser.add_argument("--repeats", type=int, default=2, help="timed scorings, best kept")
     parser.add_argument("--requests", type=int, default=200, help="serve requests")
@@ -192,10 +210,12 @@ def main() -> None:
     best_path = None
     with tempfile.TemporaryDirectory() as tmp:
         input_csv = Path(tmp, "digits.csv")
+        params_file = params_with_threads(Path(tmp), args.threads)
         write_csv_digits(input_csv, digits)
         for name in args.models.split(","):
             model_path = Path(tmp, f"{name}.safetensors")
             model, _ = train_one_epoch(name, train, model_path)
+            torch.set_num_threads(args.threads)  # training set its own thread count
             flops = forward_flops_per_image(model)
             prepared = prepare_for_inference(model)
             class_probabilities(prepared, digits.images[:64])  # warm-up
@@ -206,7 +226,9 @@ def main() -> None:
                 scoring.append((time.perf_counter() - started, time.process_time() - cpu_started))
             scored, cpu = min(scoring)
             bound = flops * args.images / peak
-            wall, rss = run_predict_command(model_path, input_csv, Path(tmp, f"{name}.csv"))
+            wall, rss = run_predict_command(
+                model_path, input_csv, Path(tmp, f"{name}.csv"), params_file
+            )
             rows.append((name, flops, scored, cpu, bound, wall, rss))
             if name == "best":
                 best_path = model_path
@@ -222,7 +244,9 @@ def main() -> None:
                   f"| {args.images / scored:,.0f} | {bound:.2f} | {scored / bound:.2f} "
                   f"| {work / cpu / 1e9:.0f} | {wall:.1f} | {rss / 2**20:.0f} |")  # fmt: skip
         if best_path is not None and args.requests > 0:
-            times = np.array(serve_latencies(best_path, digits.images[0], args.requests))
+            times = np.array(
+                serve_latencies(best_path, digits.images[0], args.requests, params_file)
+            )
             print(f"\nserve, best model, {args.requests} requests of one digit: "
                   f"p50 {1e3 * np.percentile(times, 50):.1f} ms, "
                   f"p99 {1e3 * np.percentile(times, 99):.1f} ms")  # fmt: skip
