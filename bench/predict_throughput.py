@@ -116,22 +116,41 @@ def params_with_threads(folder: Path, threads: int) -> Path:
     return path
 
 
+# Runs `python -m mnist_pipeline ARGS...` and writes its own peak RSS (VmHWM, kB) at exit
+# to the file named by $PEAK_RSS_FILE. wait4's ru_maxrss would also count the memory of
+# this bench process, which the child shares until it execs.
+_WITH_PEAK_RSS = (
+    "import atexit, os, runpy, sys\n"
+    "def peak():\n"
+    "    status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+    "    open(os.environ['PEAK_RSS_FILE'], 'w').write(status)\n"
+    "atexit.register(peak)\n"
+    "sys.argv = ['mnist_pipeline', *sys.argv[1:]]\n"
+    "runpy.run_module('mnist_pipeline', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def run_predict_command(
     model_path: Path, input_csv: Path, output_csv: Path, params: Path
 ) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of `python -m mnist_pipeline predict`."""
-    command = [sys.executable, "-m", "mnist_pipeline", "predict", "--model", str(model_path),
-               "--input", str(input_csv), "--output", str(output_csv),
-               "--params", str(params)]  # fmt: skip
+    arguments = ["predict", "--model", str(model_path), "--input", str(input_csv),
+                 "--output", str(output_csv), "--params", str(params)]  # fmt: skip
+    peak_file = output_csv.with_suffix(".peak")
+    environment = os.environ | {"PEAK_RSS_FILE": str(peak_file)}
     started = time.perf_counter()
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            errors.seek(0)
-            raise SystemExit(f"error: {' '.join(command)} failed: {errors.read().decode()}")
-    return wall, usage.ru_maxrss * 1024
+    finished = subprocess.run(
+        [sys.executable, "-c", _WITH_PEAK_RSS, *arguments],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise SystemExit(f"error: predict {' '.join(arguments)} failed: {finished.stderr.decode()}")
+    return wall, int(peak_file.read_text()) * 1024
 
 
 def free_port() -> int:
