@@ -161,8 +161,9 @@ def free_port() -> int:
 
 def serve_latencies(
     model_path: Path, digit: np.ndarray, requests: int, params: Path
-) -> list[float]:
-    """Seconds of each POST /predict of one digit to a real `serve` subprocess."""
+) -> tuple[list[float], float]:
+    """Seconds of each POST /predict of one digit to a real `serve` subprocess, and the
+    server's CPU seconds per request (which a busy machine doesn't inflate much)."""
     port = free_port()
     command = [sys.executable, "-m", "mnist_pipeline", "serve", "--model", str(model_path),
                "--port", str(port), "--host", "127.0.0.1", "--params", str(params)]  # fmt: skip
@@ -178,16 +179,25 @@ def serve_latencies(
         body = json.dumps({"pixels": digit.ravel().tolist()}).encode()
         headers = {"Content-Type": "application/json"}
         times = []
+        cpu_before = 0.0
         for index in range(requests + 5):  # 5 warm-up requests, not counted
+            if index == 5:
+                cpu_before = _cpu_seconds(server.pid)
             request = urllib.request.Request(f"{base}/predict", body, headers, method="POST")
             started = time.perf_counter()
             urllib.request.urlopen(request, timeout=60).read()
             if index >= 5:
                 times.append(time.perf_counter() - started)
-        return times
+        return times, (_cpu_seconds(server.pid) - cpu_before) / requests
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -222,6 +232,7 @@ def main() -> None:
           f"= {peak / 1e9:.0f} GFLOP/s (AVX2 fp32)\n")  # fmt: skip
 
     bundled = load_bundled_digits()
+    assert bundled.labels is not None  # the bundled digits are labelled
     picks = np.arange(args.images) % len(bundled.images)  # repeated if fewer are bundled
     digits = Digits(bundled.images[picks], bundled.labels[picks])
     train = Digits(bundled.images[:1000], bundled.labels[:1000])
@@ -263,12 +274,14 @@ def main() -> None:
                   f"| {args.images / scored:,.0f} | {bound:.2f} | {scored / bound:.2f} "
                   f"| {work / cpu / 1e9:.0f} | {wall:.1f} | {rss / 2**20:.0f} |")  # fmt: skip
         if best_path is not None and args.requests > 0:
-            times = np.array(
-                serve_latencies(best_path, digits.images[0], args.requests, params_file)
+            latencies, cpu = serve_latencies(
+                best_path, digits.images[0], args.requests, params_file
             )
+            times = np.array(latencies)
             print(f"\nserve, best model, {args.requests} requests of one digit: "
                   f"p50 {1e3 * np.percentile(times, 50):.1f} ms, "
-                  f"p99 {1e3 * np.percentile(times, 99):.1f} ms")  # fmt: skip
+                  f"p99 {1e3 * np.percentile(times, 99):.1f} ms; "
+                  f"server CPU {1e3 * cpu:.1f} ms per request")  # fmt: skip
     print(f"\nload average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
