@@ -9,10 +9,12 @@ same function with less work:
   conv' = the conv with weights scaled by s and bias t; a block with any s < 0 keeps its
   batch norm. The fold moves one rounding (s * w is rounded once, rather than s * sum),
   so a cnn's probabilities can differ from the unfolded forward in the last bits
-  (~1e-7); the fold is computed by the pinned ATen kernels, so the same model file
-  still gives the same bytes run to run and on any x86-64 CPU (docs/performance.md).
+  (~5e-8). The fold is computed by the pinned ATen kernels: the same model file gives
+  the same bytes run to run, and under the AVX2 pins should on any x86-64 CPU, as
+  training does (not yet compared across CPU models; docs/performance.md).
 - Channels-last (NHWC) tensors for the convolutions, which oneDNN runs without the
-  layout reorders that NCHW costs it: ~2.5x less CPU per image on AVX2 (docs/performance.md).
+  layout reorders that NCHW costs it: with the fold, ~2.4x less CPU per image than the
+  plain NCHW forward on AVX2 (docs/performance.md).
 - ReLU in place, saving a tensor per block.
 
 A network without convolutions (the tutorial's mlp) is only copied: its bytes are
@@ -33,7 +35,7 @@ from mnist_pipeline.model.ensemble import TTA_SHIFTS, Ensemble
 
 # Bytes of intermediate tensors one batch may hold. 48 MiB keeps predict's peak memory
 # far under 1 GB (torch itself dominates it) and gives the best cnn batches of ~200
-# images, small enough to stay in cache between layers: 1.25x the images per CPU-second
+# images, small enough to stay in cache between layers: 1.5x the images per CPU-second
 # of batches of 800 (bench/predict_throughput.py's model, AVX2, one thread).
 ACTIVATION_BUDGET = 48 * 2**20
 # No batch larger than the fixed batch `predict` used before: the mlp's batches, so its
