@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from mnist_pipeline.cli.app import app
 from mnist_pipeline.model.ensemble import Ensemble
+from mnist_pipeline.model.inference import batch_size, prepare_for_inference
 from mnist_pipeline.model.model_file import load_model
 from mnist_pipeline.model.networks import MNIST_MEAN, MNIST_STD
 from mnist_pipeline.model.predict import class_probabilities
@@ -27,15 +28,17 @@ def test_split():
     return bundled_split()[1]  # the pipeline's 1,000 test digits
 
 
-def onnx_probabilities(path, images: np.ndarray) -> np.ndarray:
+def onnx_probabilities(path, images: np.ndarray, images_per_batch: int) -> np.ndarray:
+    """In the batches `predict` would use, so an ensemble's parity check stays in memory."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})
-    return probabilities
+    batches = [images[start : start + images_per_batch]
+               for start in range(0, len(images), images_per_batch)]  # fmt: skip
+    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in batches])
 
 
 def assert_same_answers(network: nn.Module, path, images: np.ndarray) -> None:
     expected = class_probabilities(network, images)  # what `predict` computes
-    got = onnx_probabilities(path, images)
+    got = onnx_probabilities(path, images, batch_size(prepare_for_inference(network), len(images)))
     assert got.shape == (len(images), 10)
     np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

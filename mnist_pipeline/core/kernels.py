@@ -67,6 +67,11 @@ def use_native_kernels() -> None:
     _PinState.in_force = False
 
 
+def set_by_pins(name: str) -> bool:
+    """Whether `pin_portable_kernels` set this variable here (rather than the user's shell)."""
+    return name in _PinState.set_here
+
+
 def portable_kernels_in_force() -> bool:
     """True when `pin_portable_kernels` ran in this process and was not undone."""
     return _PinState.in_force

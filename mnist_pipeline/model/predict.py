@@ -23,23 +23,32 @@ from mnist_pipeline.core.predictions import (
     write_predictions,
 )
 from mnist_pipeline.formats import read_digits
+from mnist_pipeline.model.inference import (
+    as_network_input,
+    batch_size,
+    prepare_for_inference,
+)
 from mnist_pipeline.model.model_file import load_model
 from mnist_pipeline.model.networks import scale_pixels
 
-# Enough to bound memory on large inputs (60,000 images) without slowing small ones.
-_INFERENCE_BATCH = 4096
-
 
 def class_probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 1, 28, 28) -> (N, 10) float32 probabilities, with dropout off."""
-    model.eval()  # the tutorial predicted with dropout still on; eval() turns it off
+    """uint8 (N, 1, 28, 28) -> (N, 10) float32 probabilities, with dropout off.
+
+    Scores with a copy of the model made ready for inference (batch norm folded,
+    channels-last: model/inference.py), in batches sized by a memory budget that counts
+    an ensemble's members and test-time shifts. A model that `prepare_for_inference`
+    already returned is used as is, so a server prepares once, not per request.
+    """
+    network = prepare_for_inference(model)  # in eval mode: dropout off, unlike the tutorial
     chunks = []
     with torch.inference_mode():
-        for batch in torch.from_numpy(images).split(_INFERENCE_BATCH):
+        for batch in torch.from_numpy(images).split(batch_size(network, len(images))):
             # softmax of log-probabilities is their exp, computed by ATen's own kernel,
             # which the AVX2 pin fixes; torch.exp goes through MKL's vector math, whose
             # last bit differs between Intel and AMD CPUs (docs/reproducibility.md).
-            chunks.append(torch.softmax(model(scale_pixels(batch)), dim=1))
+            pixels = as_network_input(network, scale_pixels(batch))
+            chunks.append(torch.softmax(network(pixels), dim=1))
     return torch.cat(chunks).numpy()
 
 

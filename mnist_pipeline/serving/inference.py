@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_pipeline.model.inference import prepare_for_inference
 from mnist_pipeline.model.predict import class_probabilities
 
 
@@ -22,7 +23,8 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, threads: int) -> None:
-        self.model = model.eval()  # dropout off (class_probabilities says so again)
+        # Once, in place (the server owns it): eval mode (dropout off), batch norm folded.
+        self.model = prepare_for_inference(model, in_place=True)
         self.threads = threads
         torch.set_num_threads(threads)
         self._worker = ThreadPoolExecutor(

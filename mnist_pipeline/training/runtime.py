@@ -14,7 +14,7 @@ import torch
 from mnist_pipeline.core.console import say
 from mnist_pipeline.core.errors import ParamsError, PipelineError
 from mnist_pipeline.core.kernels import PORTABLE_KERNELS, portable_kernels_in_force
-from mnist_pipeline.training.cpu_bf16 import native_bf16
+from mnist_pipeline.training.cpu_bf16 import bf16_cap_note, native_bf16
 
 # cuBLAS needs a fixed workspace to give the same sums every run; it reads this variable
 # when it first starts, so it is set before anything runs on the GPU.
@@ -61,8 +61,9 @@ def uses_bf16(
         return True
     if requested_device == "cpu":
         raise ParamsError(
-            "train.precision is bf16, but train.device is cpu and this CPU "
-            "has no native bf16 (avx512_bf16 or amx_bf16); expected fp32 on this CPU"
+            "train.precision is bf16, but train.device is cpu and this CPU has no native "
+            f"bf16 (avx512_bf16 or amx_bf16) that oneDNN may use{bf16_cap_note()}; "
+            "expected fp32 on this CPU"
         )
     if not quiet:
         say(
