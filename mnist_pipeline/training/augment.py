@@ -101,15 +101,31 @@ def elastic_displacement(noise: torch.Tensor, params: AugmentParams) -> torch.Te
     Simard et al. (2003): a random displacement in [-1, 1] per pixel and axis, smoothed
     by a Gaussian of std `elastic_sigma` pixels (normalised, zero-padded, separable), then
     scaled by `elastic_alpha` pixels. affine_grid's units are 2/side per pixel.
+
+    The zero-padded separable blur is two products with one (side, side) banded matrix,
+    rows then columns: the same sums as two depthwise convolutions with the (2r+1)-tap
+    kernel, but one batched matrix product instead of convolutions with a 31-wide kernel
+    (at sigma 5), which ran ~10x slower than the affine transform itself (bench notes in
+    docs/recipes.md).
     """
     side = noise.shape[-1]
-    radius = math.ceil(3 * params.elastic_sigma)
-    offsets = torch.arange(-radius, radius + 1, dtype=noise.dtype, device=noise.device)
-    # float64 then float32, for the same reason as cos and sin above.
-    kernel = torch.exp(-0.5 * (offsets.double() / params.elastic_sigma) ** 2).to(offsets.dtype)
-    kernel = kernel / kernel.sum()  # (K,)
-    along_x = kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1)  # one depthwise filter per axis
-    along_y = kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1)
-    field = F.conv2d(2 * noise - 1, along_x, padding=(0, radius), groups=2)
-    field = F.conv2d(field, along_y, padding=(radius, 0), groups=2)  # (B, 2, H, W)
+    blur = gaussian_blur_matrix(side, params.elastic_sigma, noise.dtype, noise.device)
+    field = blur @ (2 * noise - 1) @ blur  # (B, 2, H, W): columns, then rows (blur is symmetric)
     return (field * (params.elastic_alpha * 2 / side)).permute(0, 2, 3, 1)
+
+
+def gaussian_blur_matrix(
+    side: int, sigma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """(side, side) matrix M with M[i, j] = g(i - j), g the normalised Gaussian kernel of std
+    `sigma` cut at 3 sigma: x @ M blurs the rows of x as a zero-padded convolution would."""
+    radius = math.ceil(3 * sigma)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    # float64 then float32: torch's float32 exp uses MKL's vector math, whose last bit
+    # differs between Intel and AMD CPUs (docs/reproducibility.md), like cos and sin above.
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()  # (2r+1,)
+    distance = torch.arange(side).view(-1, 1) - torch.arange(side).view(1, -1)  # i - j
+    inside = distance.abs() <= radius
+    matrix = torch.where(inside, kernel[(distance + radius).clamp(0, 2 * radius)], 0.0)
+    return matrix.to(dtype=dtype, device=device)
