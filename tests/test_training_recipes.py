@@ -362,7 +362,7 @@ def test_dvc_exp_run_takes_a_recipe_by_name(tmp_path, tiny_params):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params == with_overrides(tiny_params, {"model.hidden": [48], "train.epochs": 2})
     _, config = load_model(repo / "data/model.safetensors")
-    assert config.hidden == (48,)
+    assert config.hidden == [48]
     shown = json.loads(run_stdout(repo, "dvc", "exp", "show", "--json"))
     names = [
         rev["name"]
