@@ -126,6 +126,8 @@ def check_matches(predictions_path: Path, scored: Scored, test_path: Path, test:
             f"{predictions_path}: has {len(scored.labels)} rows but {test_path} holds "
             f"{len(test.images)} images; expected one prediction per test image, in order"
         )
+    if test.labels is None:
+        raise PipelineError(f"{test_path}: holds no labels; expected labelled test digits")
     mismatch = np.flatnonzero(test.labels != scored.labels)
     if mismatch.size:
         row = int(mismatch[0])
