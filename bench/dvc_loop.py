@@ -42,9 +42,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", "data", "cache", "tmp", "__pycache__", "*_cache", "*.egg-info", "dvclive"
+IGNORED_NAMES = shutil.ignore_patterns(
+    ".git", ".venv", "cache", "tmp", "__pycache__", "*_cache", "*.egg-info", "dvclive"
 )
+
+
+def not_copied(folder: str, names: list[str]) -> set[str]:
+    """The ignored names, and the top-level `data/` (pipeline outputs) but not
+    `mnist_pipeline/data/` (code): a name pattern alone cannot tell them apart."""
+    ignored = set(IGNORED_NAMES(folder, names))
+    if Path(folder).resolve() == ROOT and "data" in names:
+        ignored.add("data")
+    return ignored
+
 
 # The tutorial's code, as its text gives it (display() -> print, Variable kept).
 TUTORIAL = """
@@ -158,7 +168,7 @@ def git_repo(folder: Path) -> None:
 
 def setup(parent: Path) -> tuple[Path, Path, Path]:
     project = parent / "project"
-    shutil.copytree(ROOT, project, ignore=NOT_COPIED)
+    shutil.copytree(ROOT, project, ignore=not_copied)
     tracked = subprocess.run(
         ["git", "ls-files", "data"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
