@@ -23,8 +23,15 @@ pipeline's idle `dvc repro` (`--idle-rounds` times each). It prints the medians 
 Each figure is given as wall-clock seconds and as CPU seconds (user + system of the
 command and the children it waited for): on a shared machine the wall-clock is noisy and
 the CPU time is the steadier guide. Run it as the reference AVX2 CPU with
-`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2` in front;
-the first line says which of those caps are set, and the load average.
+`bench/reference_cpu.sh python bench/dvc_loop.py`; the first line says which caps are
+set, and the load average.
+
+Every command runs with the kernel pins that the stages set for themselves
+(mnist_pipeline/core/kernels.py), the script and the torch import too, so that the
+script and `train` do the same arithmetic and the ratios measure the pipeline's own
+cost. It matters: with MKL_ENABLE_INSTRUCTIONS=AVX2 but without MKL_CBWR, MKL runs the
+script's matrix products on a slow path on AMD CPUs (25 s instead of 3.6 s on the Zen 4
+VM of docs/performance.md), which made the pipeline look close to its floor.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's library, as the stages use it
+
+from mnist_pipeline.core.kernels import PORTABLE_KERNELS  # noqa: E402 (after the path)
+
 IGNORED_NAMES = shutil.ignore_patterns(
     ".git", ".venv", "cache", "tmp", "__pycache__", "*_cache", "*.egg-info", "dvclive"
 )
@@ -126,7 +137,7 @@ TRIVIAL_DVC_YAML = "stages:\n" + "".join(
 
 
 def command_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = PORTABLE_KERNELS | dict(os.environ)  # the stages' pins, unless set already
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["DVC_NO_ANALYTICS"] = "1"
     env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com")
