@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,18 +56,45 @@ def predictions_for(labels: np.ndarray, seed: int = 0, hit_rate: float = 0.7) ->
     return table
 
 
-@pytest.fixture
-def evaluated(tmp_path):
+def _inputs(folder: Path) -> tuple[Path, Path, PlotPaths]:
     """Test digits, their predictions on disk, and where evaluate should write."""
     digits = synthetic_digits(80)
-    test_path = tmp_path / "test.safetensors"
+    test_path = folder / "test.safetensors"
     save_prepared(test_path, digits)
-    predictions = tmp_path / "predictions.csv"
+    predictions = folder / "predictions.csv"
     write_predictions(predictions, predictions_for(digits.labels))
-    plots = PlotPaths(
-        test_path, tmp_path / "confusion.csv", tmp_path / "digits.csv", tmp_path / "pics"
-    )
-    return predictions, tmp_path / "metrics.json", plots
+    plots = PlotPaths(test_path, folder / "confusion.csv", folder / "digits.csv", folder / "pics")
+    return predictions, folder / "metrics.json", plots
+
+
+@pytest.fixture
+def evaluated(tmp_path):
+    return _inputs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    """`mnist-pipeline evaluate` run once on the inputs: (its result, the inputs and outputs).
+
+    Drawing the pictures is most of evaluate's time, so the tests of the written report
+    share this one run; each checks its own property of it.
+    """
+    folder = tmp_path_factory.mktemp("reported")
+    predictions, metrics_path, plots = _inputs(folder)
+    (folder / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    args = ["evaluate", "--params", str(folder / "params.yaml")]
+    args += ["--predictions", str(predictions), "--test-data", str(plots.test_images)]
+    args += ["--metrics", str(metrics_path), "--confusion-table", str(plots.confusion_table)]
+    args += ["--digit-accuracy-table", str(plots.digit_accuracy_table)]
+    args += ["--pictures", str(plots.pictures)]
+    result = CliRunner().invoke(app, args)
+    return result, (predictions, metrics_path, plots)
+
+
+def _outputs(metrics_path: Path, plots: PlotPaths) -> dict[str, bytes]:
+    paths = [metrics_path, plots.confusion_table, plots.digit_accuracy_table]
+    paths += [plots.pictures / name for name in sorted(PICTURE_NAMES)]
+    return {path.name: path.read_bytes() for path in paths}
 
 
 def test_metrics_hold_only_the_headline_numbers_rounded():
@@ -142,20 +170,20 @@ def test_worst_mistakes_are_wrong_and_most_confident_first():
     assert confidence[others].max() <= confidence[shown].min()
 
 
-def test_run_writes_every_output_byte_identical_twice(evaluated, tmp_path):
-    predictions, metrics_path, plots = evaluated
-    run(predictions, metrics_path, plots)
-    outputs = [metrics_path, plots.confusion_table, plots.digit_accuracy_table]
-    outputs += [plots.pictures / name for name in sorted(PICTURE_NAMES)]
-    first = {path: path.read_bytes() for path in outputs}
-    run(predictions, metrics_path, plots)
-    assert {path: path.read_bytes() for path in outputs} == first
+def test_run_writes_every_output_byte_identical_twice(reported, tmp_path):
+    """A second run, later and into other files, writes the same bytes as the first."""
+    _, (predictions, first_metrics, first_plots) = reported
+    plots = PlotPaths(
+        first_plots.test_images, tmp_path / "confusion.csv", tmp_path / "digits.csv",
+        tmp_path / "pics",
+    )  # fmt: skip
+    run(predictions, tmp_path / "metrics.json", plots)
+    assert _outputs(tmp_path / "metrics.json", plots) == _outputs(first_metrics, first_plots)
     assert {path.name for path in plots.pictures.iterdir()} == PICTURE_NAMES
 
 
-def test_pictures_are_large_pngs_without_varying_metadata(evaluated):
-    predictions, metrics_path, plots = evaluated
-    run(predictions, metrics_path, plots)
+def test_pictures_are_large_pngs_without_varying_metadata(reported):
+    _, (_, _, plots) = reported
     for name in PICTURE_NAMES:
         data = (plots.pictures / name).read_bytes()
         image = Image.open(io.BytesIO(data))
@@ -188,15 +216,8 @@ def test_predictions_of_other_test_images_are_refused_and_nothing_written(evalua
     assert not metrics_path.exists()
 
 
-def test_cli_evaluate_writes_the_report(evaluated, tmp_path):
-    predictions, metrics_path, plots = evaluated
-    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
-    args = ["evaluate", "--params", str(tmp_path / "params.yaml")]
-    args += ["--predictions", str(predictions), "--test-data", str(plots.test_images)]
-    args += ["--metrics", str(metrics_path), "--confusion-table", str(plots.confusion_table)]
-    args += ["--digit-accuracy-table", str(plots.digit_accuracy_table)]
-    args += ["--pictures", str(plots.pictures)]
-    result = CliRunner().invoke(app, args)
+def test_cli_evaluate_writes_the_report(reported):
+    result, (_, metrics_path, plots) = reported
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert json.loads(metrics_path.read_text())["test_images"] == 80

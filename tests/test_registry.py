@@ -24,6 +24,7 @@ def test_dvc_yaml_declares_the_model_train_writes():
     assert "mnist" in artifact["labels"]
 
 
+@pytest.mark.slow  # a copy of the project as a git repo, read by DVC's API
 def test_artifacts_show_finds_a_tagged_version(tmp_path, monkeypatch):
     import dvc.api
 
