@@ -88,10 +88,12 @@ def free_port() -> int:
 
 
 def start_server(folder: Path, threads: int) -> tuple[subprocess.Popen, int]:
+    from mnist_pipeline.core.params import ModelParams
     from mnist_pipeline.model.model_file import save_model
-    from mnist_pipeline.model.networks import ModelConfig, build_model
+    from mnist_pipeline.model.networks import build_model
 
-    config = ModelConfig("mlp", (392, 196, 98), 0.2)  # params.yaml's default network
+    # params.yaml's default network
+    config = ModelParams(arch="mlp", hidden=[392, 196, 98], dropout=0.2, channels=[])
     save_model(build_model(config), config, folder / "model.safetensors")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["runtime"]["threads"] = threads

@@ -4,13 +4,12 @@ eval-mode forward (to the last bits for a cnn, exactly for the mlp)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from mnist_pipeline.core.params import ModelParams
 from mnist_pipeline.model.ensemble import TTA_SHIFTS
 from mnist_pipeline.model.inference import (
     ACTIVATION_BUDGET,
@@ -21,13 +20,13 @@ from mnist_pipeline.model.inference import (
     network_activation_bytes,
     prepare_for_inference,
 )
-from mnist_pipeline.model.networks import ModelConfig, build_model, scale_pixels
+from mnist_pipeline.model.networks import build_model, scale_pixels
 from mnist_pipeline.model.predict import class_probabilities
 
-CNN = ModelConfig(arch="cnn", hidden=(32,), dropout=0.3, channels=(8, 16, 32))
+CNN = ModelParams(arch="cnn", hidden=[32], dropout=0.3, channels=[8, 16, 32])
 
 
-def trained_looking(config: ModelConfig, *, negative_block: int | None = None) -> nn.Module:
+def trained_looking(config: ModelParams, *, negative_block: int | None = None) -> nn.Module:
     """A model whose batch norms have running statistics and scales a trained one could have;
     the block `negative_block` gets some negative scales (gamma < 0)."""
     torch.manual_seed(0)
@@ -95,7 +94,8 @@ def test_the_mlp_scores_to_the_same_bytes_as_before():
     """No convolutions: only a copy, in one batch up to 4,096 images as `predict` always
     did, so the default pipeline's predictions keep their bytes."""
     torch.manual_seed(0)
-    mlp = build_model(ModelConfig(arch="mlp", hidden=(392, 196, 98), dropout=0.2)).eval()
+    tutorial = ModelParams(arch="mlp", hidden=[392, 196, 98], dropout=0.2, channels=[])
+    mlp = build_model(tutorial).eval()
     assert batch_size(prepare_for_inference(mlp), 10_000) == MAX_BATCH
     images = pixels(300)
     np.testing.assert_array_equal(
@@ -104,7 +104,7 @@ def test_the_mlp_scores_to_the_same_bytes_as_before():
 
 
 def test_cnn_scores_are_repeatable_and_do_not_depend_on_the_batching():
-    model = trained_looking(replace(CNN, members=2, tta=True))
+    model = trained_looking(CNN.model_copy(update={"members": 2, "tta": True}))
     images = pixels(50)
     first = class_probabilities(model, images)
     np.testing.assert_array_equal(first, class_probabilities(model, images))
@@ -117,8 +117,8 @@ def test_cnn_scores_are_repeatable_and_do_not_depend_on_the_batching():
 
 @pytest.mark.parametrize(("members", "tta"), [(1, False), (5, False), (5, True)])
 def test_batches_fit_the_budget_with_every_member_and_shift(members, tta):
-    config = ModelConfig(arch="cnn", hidden=(128,), dropout=0.3, channels=(32, 64, 128))
-    model = build_model(replace(config, members=members, tta=tta))
+    config = ModelParams(arch="cnn", hidden=[128], dropout=0.3, channels=[32, 64, 128])
+    model = build_model(config.model_copy(update={"members": members, "tta": tta}))
     batch = images_per_batch(model)
     shifts = len(TTA_SHIFTS) if tta else 1
     one_pass = network_activation_bytes(build_model(config))  # conv1's output alone is 100 KB

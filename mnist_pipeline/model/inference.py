@@ -25,6 +25,7 @@ of an ensemble with test-time shifts and the network's own activations.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -121,7 +122,12 @@ def _fold_batch_norms(layers: nn.Sequential) -> None:
             continue
         with torch.no_grad():
             gamma = torch.ones_like(norm.running_var) if norm.weight is None else norm.weight
-            scale: torch.Tensor = gamma / torch.sqrt(norm.running_var + norm.eps)  # (C,)
+            # math.sqrt is IEEE's correctly rounded square root on every CPU; torch.sqrt of a
+            # CPU tensor may run MKL's vector math, whose last bit differs by CPU vendor
+            # (mnist_pipeline/core/portable_ops.py). One value per channel: cheap.
+            variances = (norm.running_var.double() + norm.eps).tolist()
+            std = torch.tensor([math.sqrt(v) for v in variances], dtype=torch.float64)
+            scale = (gamma.double() / std).to(gamma.dtype)  # (C,)
             if bool((scale < 0).any()):
                 continue  # max-pool doesn't commute with a negative scale: keep this BN
             shift = -norm.running_mean * scale
