@@ -42,7 +42,7 @@ def shown(value: object) -> str:
         value = value[: MAX_SHOWN_CHARS + 1].strip()
         if not value:
             return "an empty cell"
-        return _cut(value if _is_number(value) else repr(value))
+        return _cut(value if is_number(value) else repr(value))
     if value is None:
         return "an empty cell"
     if isinstance(value, int) and value.bit_length() > 200:  # repr of a huge int is slow
@@ -61,7 +61,8 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether `text` parses as a float (so a message or a CSV reader can show it bare)."""
     try:
         float(text)
     except ValueError:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mnist_pipeline.core.artifacts import atomic_output
 from mnist_pipeline.core.digits import IMAGE_SIDE, LABEL_COLUMN, PIXEL_COLUMNS, PIXELS, Digits
-from mnist_pipeline.core.errors import PipelineError, shown
+from mnist_pipeline.core.errors import PipelineError, is_number, shown
 from mnist_pipeline.core.limits import MAX_CSV_LINE_CHARS, MAX_IMAGES
 from mnist_pipeline.core.text_files import check_line_lengths
 from mnist_pipeline.formats.streams import require_regular_file
@@ -150,17 +150,9 @@ def _first_row(path: Path) -> list[str]:
     raise PipelineError(f"{path}: file is empty; expected {EXPECTED_LAYOUT}")
 
 
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
 def _column_order(path: Path, first_row: list[str]) -> list[int] | None:
     """For a header, where each column goes: 0 = label, 1 + i = pixel i. None: no header."""
-    if any(_is_number(cell) or not cell for cell in first_row):
+    if any(is_number(cell) or not cell for cell in first_row):
         return None  # data, not names (bad cells in it are reported as data errors)
     positions = {name: i + 1 for i, name in enumerate(PIXEL_COLUMNS)} | {LABEL_COLUMN: 0}
     unexpected = [name for name in first_row if name not in positions]
@@ -285,4 +277,4 @@ def _to_floats(cells: list[str]) -> np.ndarray:
     try:
         return np.array(cells, dtype=np.float64)
     except ValueError:
-        return np.array([float(cell) if _is_number(cell) else np.nan for cell in cells])
+        return np.array([float(cell) if is_number(cell) else np.nan for cell in cells])
