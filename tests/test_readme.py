@@ -80,13 +80,16 @@ def test_cli_commands_and_options_exist():
 
 
 def test_bench_scripts_exist_with_their_options():
+    """A script's options are the ones up to the next script: `bench/reference_cpu.sh
+    python bench/x.py --n 3` gives --n to bench/x.py, not to the wrapper."""
     for page, argv in COMMANDS:
-        scripts = [arg for arg in argv if arg.startswith("bench/")]
-        for script in scripts:
+        at = [i for i, arg in enumerate(argv) if arg.startswith("bench/")]
+        for start, end in zip(at, [*at[1:], len(argv)][: len(at)], strict=True):
+            script = argv[start]
             path = REPO_ROOT / script
             assert path.is_file(), f"{page}: {script} does not exist"
             source = path.read_text()
-            for option in _options(argv[argv.index(script) + 1 :]):
+            for option in _options(argv[start + 1 : end]):
                 assert f'"{option}"' in source, f"{page}: {script} has no option {option}"
 
 
