@@ -113,6 +113,10 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "fast-c12-e15-d1": FAST32 | NO_TTA | C12 | {"train.epochs": 15, "model.dropout": 0.1},
     "fast-c16-e15": FAST32 | NO_TTA | C16 | {"train.epochs": 15},
     "fast-c16_24-e15": FAST32 | NO_TTA | C16_24 | {"train.epochs": 15},
+    # The final check, with shifts as the recipe predicts: `fast` (fast-c16_24-e15) against
+    # a wider first block and against 5 more epochs of the same net.
+    "fast-c16-e15-tta": FAST32 | C16 | {"train.epochs": 15},
+    "fast-c16_24-e20-tta": FAST32 | C16_24 | {"train.epochs": 20},
     "fast-c8_24-e15": FAST32 | NO_TTA | C8_24 | {"train.epochs": 15},
     "fast-c8-e30": FAST32 | NO_TTA | C8 | {"train.epochs": 30},
     # `best` candidates: ensembles of small cnns. Run with 8 members, the jsonl output's
