@@ -62,11 +62,12 @@ def largest_png() -> bytes:
     return buffer.getvalue()
 
 
-def multipart(data: bytes, name: str) -> tuple[bytes, str]:
+def multipart(data: bytes, name: str, *, part_type: str = "image/png") -> tuple[bytes, str]:
+    """A multipart/form-data body with `data` in field 'file', and its boundary."""
     boundary = uuid.uuid4().hex
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: image/png\r\n\r\n"
+        f"Content-Type: {part_type}\r\n\r\n"
     ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), boundary
 

@@ -8,12 +8,12 @@ import io
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 from fastapi import FastAPI
 from PIL import Image, ImageDraw
 
+from bench.serve_load import multipart as multipart_body
 from mnist_pipeline.serving.server import server_config
 
 
@@ -59,14 +59,8 @@ def status_of(answer: bytes) -> int:
 
 def multipart(data: bytes, name: str = "digit.png") -> tuple[bytes, str]:
     """A multipart/form-data body with `data` in field 'file', and its Content-Type."""
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode(), (
-        f"multipart/form-data; boundary={boundary}"
-    )
+    body, boundary = multipart_body(data, name, part_type="application/octet-stream")
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def upload_request(data: bytes, name: str = "digit.png", host: str = "127.0.0.1") -> bytes:
@@ -84,13 +78,6 @@ def seven_png(size: int = 200) -> bytes:
     ImageDraw.Draw(image).line([(50, 40), (150, 40), (90, 170)], fill="black", width=14)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def rgba_png(side: int = 4096) -> bytes:
-    """Fully transparent RGBA: ~63 KiB for 4096x4096, 67 MB decoded."""
-    buffer = io.BytesIO()
-    Image.new("RGBA", (side, side), (0, 0, 0, 0)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

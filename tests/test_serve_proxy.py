@@ -24,7 +24,7 @@ import pytest
 
 from mnist_pipeline.serving.app import build_app
 from tests.conftest import REPO_ROOT
-from tests.serve_helpers import read_until_closed, running_server, seven_png
+from tests.serve_helpers import multipart, read_until_closed, running_server, seven_png
 from tests.trained_models import tiny_model_file
 
 NAME = "digits.lab.example"
@@ -137,10 +137,8 @@ def https(port: int, context, method: str, path: str, body: bytes = b"", headers
 
 
 def upload(data: bytes) -> tuple[bytes, dict]:
-    boundary = "testboundary7"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"'
-            f"\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    body, content_type = multipart(data, "d.png")
+    return body, {"Content-Type": content_type}
 
 
 def test_a_prediction_through_tls(proxy):
