@@ -40,18 +40,6 @@ CAP_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRU
 AVX2_FLOP_PER_CYCLE = 2 * 8 * 2  # per core: 2 FMA units x 8 fp32 lanes x 2 FLOP per FMA
 
 
-def recipe_overrides(name: str) -> dict[str, object]:
-    """The dotted-key params of a named recipe ({} for the default).
-
-    The one place that knows where recipes live: bench/compare_recipes.py today.
-    """
-    if name == "default":
-        return {}
-    import compare_recipes
-
-    return dict({"fast": compare_recipes.FAST, "best": compare_recipes.BEST}[name])
-
-
 def machine_lines(threads: int) -> list[str]:
     import torch
 
@@ -83,10 +71,12 @@ def train_one_epoch(name: str, train_digits, model_path: Path):
     """The recipe's model after one epoch (the architecture is what matters here)."""
     from compare_recipes import recipe_params
 
+    from mnist_pipeline.core.recipes import RECIPE_DIR, recipe_overrides
     from mnist_pipeline.model.model_file import save_model
     from mnist_pipeline.training.loop import train_model
 
-    overrides = recipe_overrides(name) | {"train.epochs": 1, "train.precision": "fp32"}
+    recipe = recipe_overrides(name, folder=ROOT / RECIPE_DIR)  # conf/recipe/<name>.yaml
+    overrides = recipe | {"train.epochs": 1, "train.precision": "fp32"}
     params = recipe_params(overrides)
     result = train_model(train_digits, params.model, params.train, params.runtime.threads)
     save_model(result.model, result.config, model_path)

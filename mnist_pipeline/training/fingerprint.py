@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mnist_pipeline.core.params import ModelParams, TrainParams
+from mnist_pipeline.core.recipes import dotted
 from mnist_pipeline.training.distributed import Cluster
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -72,19 +73,9 @@ def code_version(package: Path = PACKAGE_DIR) -> str:
 
 def first_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
     """The first setting in which the checkpoint's run differs from this one, as a phrase."""
-    saved_flat, current_flat = flatten(saved), flatten(current)
+    saved_flat, current_flat = dotted(saved), dotted(current)
     for key in sorted(saved_flat.keys() | current_flat.keys()):
         if saved_flat.get(key) != current_flat.get(key):
             was, now = saved_flat.get(key), current_flat.get(key)
             return f"made with {key} = {was!r}, this run has {now!r}"
     return None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
